@@ -1,0 +1,1 @@
+"""Data: download and canonical tables, splits, features and on-device samplers."""

@@ -1,0 +1,223 @@
+"""MLflow conventions (ARCHITECTURE §7), in one place; the only module that imports mlflow.
+
+``stage_run`` opens one run per stage execution, named ``<stage>@<item>``, tagged with the
+stage, item, track, role, git commit, DVC experiment name, a hash of the params the stage
+reads and the data manifest hash, and logs those params flattened with dots. The run ends
+FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other error.
+
+Store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` with artifacts
+under ``<repo>/mlartifacts`` (absolute, so ``dvc exp run --temp`` runs land in the same store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from recdistill.io import write_json
+from recdistill.params import section_dict
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402  (telemetry switches must be set before the import)
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+__all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "params_hash"]
+
+log = logging.getLogger(__name__)
+MANIFEST = Path("data/canonical/manifest.json")
+
+
+def repo_root() -> Path:
+    """The repository root: the nearest parent holding dvc.yaml (falls back to the cwd)."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").is_file():
+            return candidate
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values.
+
+    >>> flatten({"distill": {"ctr": {"beta": 921.6, "student": {"depth": 3}}}})
+    {'distill.ctr.beta': 921.6, 'distill.ctr.student.depth': 3}
+    """
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = section_dict(obj)
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the flattened params, independent of key order."""
+    blob = json.dumps(flatten(params), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _manifest_hash(root: Path) -> str:
+    path = root / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class StageRun:
+    """A live MLflow run with the logging helpers stages use."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    tags: dict[str, str]
+    client: MlflowClient
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Per-epoch metrics with ``step=epoch``."""
+        ts = int(time.time() * 1000)
+        batch = [mlflow.entities.Metric(k, float(v), ts, epoch) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Final metrics (``test/auc``, ...), logged once."""
+        ts = int(time.time() * 1000)
+        batch = [mlflow.entities.Metric(k, float(v), ts, 0) for k, v in metrics.items()
+                 if v is not None]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        """A JSON artifact (history, model summary)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            self.log_artifact(path)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """A matplotlib figure as a PNG artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            figure.savefig(path, dpi=120, bbox_inches="tight")
+            self.log_artifact(path)
+
+    def record_checkpoint(self, path: str | Path) -> None:
+        """Record where the (DVC-cached) checkpoint is and its md5; no second copy."""
+        path = Path(path)
+        self.set_tags({"checkpoint.path": str(path), "checkpoint.md5": _md5(path)})
+
+    def write_run_json(self, path: str | Path, **extra: Any) -> None:
+        """The run record DVC caches with the checkpoint, so links survive cache restores."""
+        write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id,
+                          "run_name": self.name, "tracking_uri": tracking_uri(), **self.tags, **extra})
+
+
+class _Terminated(SystemExit):
+    """Raised from the SIGTERM handler so the run ends as KILLED and the process exits 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated(128 + signum)
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str, Any],
+              experiment: str = "recdistill") -> Iterator[StageRun]:
+    """Open the MLflow run of one stage execution.
+
+    Args:
+        stage: the DVC stage family (``ctr-distill``); item: its matrix item (``0``).
+        params: ``{"distill.ctr": p.distill.ctr, ...}``, the params this stage reads.
+
+    Example::
+
+        with stage_run("ctr-distill", "0", track="ctr", role="student",
+                       params={"distill.ctr": p.distill.ctr}) as run:
+            run.log_epoch(1, {"valid/auc": 0.8})
+    """
+    root = repo_root()
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=(root / "mlartifacts").as_uri())
+        except mlflow.exceptions.MlflowException:  # created by a concurrent stage meanwhile
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    else:
+        experiment_id = found.experiment_id
+    name = f"{stage}@{item}" if item else stage
+    tags = {"stage": stage, "item": item, "track": track, "role": role,
+            "git.commit": _git_commit(root), "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+            "params.hash": params_hash(params), "data.manifest": _manifest_hash(root)}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    stage_run_ = StageRun(run.info.run_id, experiment_id, name, tags, client)
+    flat = flatten(params)
+    client.log_batch(run.info.run_id, params=[
+        mlflow.entities.Param(k, json.dumps(v) if isinstance(v, list) else str(v))
+        for k, v in flat.items()])
+    log.info("mlflow run %s (%s) in %s", name, run.info.run_id, tracking_uri())
+    status = "FAILED"
+    try:
+        with _sigterm_raises():
+            yield stage_run_
+        status = "FINISHED"
+    except (KeyboardInterrupt, _Terminated):
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run.info.run_id, status=status)

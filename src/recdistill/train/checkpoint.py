@@ -1,0 +1,45 @@
+"""Checkpoints: ``state_dict`` plus plain metadata, written atomically, loaded safely.
+
+Loading uses ``weights_only=True``: a checkpoint pulled from an unvetted DVC remote that
+carries a pickled object is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recdistill.io import atomic_path
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not a recdistill checkpoint."""
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (tensors moved to CPU)."""
+    cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": cpu_state, "meta": meta}, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; raise naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run the stage that trains it "
+                              "first (dvc repro)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(f"checkpoint {path} could not be loaded safely "
+                              f"(weights_only=True): {type(err).__name__}: {err}") from None
+    if not isinstance(obj, dict) or set(obj) != {"state_dict", "meta"}:
+        raise CheckpointError(f"checkpoint {path} is not a recdistill checkpoint "
+                              "(expected keys 'state_dict' and 'meta')")
+    return obj["state_dict"], obj["meta"]
