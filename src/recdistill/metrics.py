@@ -19,8 +19,8 @@ __all__ = [
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Root mean squared error.
 
-    >>> rmse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 5.0]))
-    1.5811388492584229
+    >>> round(rmse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 5.0])), 6)
+    1.581139
     """
     return float(torch.sqrt(torch.mean((pred.double() - target.double()) ** 2)))
 

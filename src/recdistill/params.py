@@ -124,6 +124,8 @@ class NeighborParams:
     preference_weight: float = bounded(1.0, ge=0)
     attribute_weight: float = bounded(1.0, ge=0)
     block_size: int = bounded(1024, ge=1)
+    min_attribute_count: int = bounded(2, ge=1)  # attribute values held by fewer nodes are dropped
+    temperature: float = bounded(1.0, gt=0)  # softmax temperature of the sampling weights
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class AgnnParams:
 @dataclass(frozen=True)
 class CtrTeacherParams:
     teacher: Literal["crossnet", "cin"] = "crossnet"
+    cross: Literal["matrix", "vector"] = "matrix"  # crossnet layers: DCN-V2 matrix W or DCN vector w
     embed_dim: int = bounded(16, ge=1)
     depth: int = bounded(3, ge=1)
     cin_layer_size: int = bounded(16, ge=1)

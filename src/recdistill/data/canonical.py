@@ -226,7 +226,7 @@ def validate(c: Canonical, expect: Expect) -> None:
     pairs = c.ratings.duplicated(["user", "item"])
     if pairs.any():
         row = c.ratings[pairs].iloc[0]
-        raise DataError(f"ratings: duplicated (user, item) = ({row.user + 1}, {row.item + 1}); "
+        raise DataError(f"ratings: duplicated (user, item) = ({row['user'] + 1}, {row['item'] + 1}); "
                         f"{int(pairs.sum())} duplicate rows")
     for column, n in (("user", expect.users), ("item", expect.items)):
         if not c.ratings[column].between(0, n - 1).all():

@@ -74,7 +74,7 @@ def fit(
         on_epoch: called with ``(epoch, metrics)`` after each epoch (e.g. MLflow logging).
 
     Example:
-        >>> torch.manual_seed(0); model = nn.Linear(1, 1)
+        >>> _ = torch.manual_seed(0); model = nn.Linear(1, 1)
         >>> x = torch.linspace(-1, 1, 32)[:, None]; y = 3 * x
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.5)
         >>> result = fit(model, opt, batches=lambda e: [(x, y)],

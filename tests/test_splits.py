@@ -1,0 +1,81 @@
+"""Split leak checks: cold nodes never reach train; seq valid/test are each user's last two."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recdistill.data.canonical import parse_archive
+from recdistill.data.splits import make_all
+from recdistill.params import DataParams
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory, synth):  # noqa: ANN001, ANN201
+    import synthetic
+    path = synthetic.write_recbole(synth, tmp_path_factory.mktemp("a") / "r.whl")
+    c = parse_archive(path)
+    return c, make_all(c.ratings, len(c.users), len(c.items), DataParams())
+
+
+def _keys(df: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(df["user"], df["item"]))
+
+
+def test_partitions_cover_ratings_once(splits) -> None:  # noqa: ANN001
+    c, s = splits
+    everything = _keys(c.ratings)
+    for name in ("coldstart/warm", "coldstart/ics", "coldstart/ucs"):
+        parts = [_keys(getattr(s[name], p)) for p in ("train", "valid", "test")]
+        assert sum(map(len, parts)) == len(everything)
+        assert set().union(*parts) == everything
+    assert s["coldstart/warm"].sizes() == {"train": 1660, "valid": 207, "test": 208} or \
+        abs(s["coldstart/warm"].sizes()["train"] / len(c.ratings) - 0.8) < 0.01
+
+
+@pytest.mark.parametrize(("name", "column"), [("coldstart/ics", "item"), ("coldstart/ucs", "user")])
+def test_no_cold_node_in_train(splits, name: str, column: str) -> None:  # noqa: ANN001
+    _, s = splits
+    train_nodes = set(s[name].train[column])
+    cold = set(s[name].valid[column]) | set(s[name].test[column])
+    assert cold and not (cold & train_nodes)
+    assert not (set(s[name].valid[column]) & set(s[name].test[column]))
+
+
+def test_seq_valid_test_are_last_two(splits) -> None:  # noqa: ANN001
+    c, s = splits
+    seq = s["seq"]
+    ordered = c.ratings.sort_values(["user", "timestamp", "item"], kind="stable")
+    last_two = ordered.groupby("user").tail(2)
+    expected_test = last_two.groupby("user").tail(1)
+    expected_valid = last_two.groupby("user").head(1)
+    assert _keys(seq.test) == _keys(expected_test)
+    assert _keys(seq.valid) == _keys(expected_valid)
+    merged = seq.train.merge(seq.test, on="user", suffixes=("", "_test"))
+    test_time = c.ratings.set_index(["user", "item"])["timestamp"]
+    t_test = test_time.loc[list(zip(merged.user, merged.item_test))].to_numpy()
+    assert (merged["timestamp"].to_numpy() <= t_test).all()
+    assert (seq.train.groupby("user")["pos"].apply(lambda p: (np.diff(p) == 1).all())).all()
+
+
+def test_cf_every_user_in_each_part(splits) -> None:  # noqa: ANN001
+    c, s = splits
+    for part in ("train", "valid", "test"):
+        assert set(getattr(s["cf"], part)["user"]) == set(c.ratings["user"])
+    assert not (_keys(s["cf"].train) & _keys(s["cf"].test))
+
+
+def test_ctr_labels_and_neutral_drop(splits) -> None:  # noqa: ANN001
+    _, s = splits
+    train = s["ctr"].train
+    assert (train["rating"] != 3).all()
+    assert ((train["rating"] >= 4) == (train["label"] == 1)).all()
+
+
+def test_same_seed_same_split_other_seed_differs(splits) -> None:  # noqa: ANN001
+    c, s = splits
+    again = make_all(c.ratings, len(c.users), len(c.items), DataParams())
+    pd.testing.assert_frame_equal(again["coldstart/ics"].test, s["coldstart/ics"].test)
+    other = make_all(c.ratings, len(c.users), len(c.items), DataParams(seed=1))
+    assert not other["coldstart/ics"].test.equals(s["coldstart/ics"].test)

@@ -1,0 +1,82 @@
+"""MLflow conventions: run name, tags, flattened params, terminal status on error or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recdistill import tracking
+from recdistill.params import CtrDistillParams
+
+
+def _run(run_id: str):  # noqa: ANN202
+    client = MlflowClient(tracking.tracking_uri())
+    return client.get_run(run_id), client
+
+
+def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-beta")
+    with tracking.stage_run("ctr-distill", "0", track="ctr", role="student",
+                            params={"distill.ctr": CtrDistillParams()}) as run:
+        run.log_epoch(1, {"valid/auc": 0.7})
+        run.log_epoch(2, {"valid/auc": 0.8})
+        run.log_metrics({"test/auc": 0.79})
+        ckpt = tmp_path / "model.pt"
+        ckpt.write_bytes(b"weights")
+        run.record_checkpoint(ckpt)
+        run.write_run_json(tmp_path / "run.json")
+    info, client = _run(run.run_id)
+    assert info.info.status == "FINISHED" and info.info.run_name == "ctr-distill@0"
+    tags = info.data.tags
+    assert tags["stage"] == "ctr-distill" and tags["track"] == "ctr" and tags["role"] == "student"
+    assert tags["dvc.exp"] == "exp-beta" and len(tags["params.hash"]) == 16
+    assert tags["checkpoint.md5"] == "63f4f1e9b725370f459720575cd5f953"  # md5 of b"weights"
+    assert info.data.params["distill.ctr.beta"] == "921.6"
+    assert info.data.params["distill.ctr.student.type"] == "outer"
+    history = client.get_metric_history(run.run_id, "valid/auc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.7), (2, 0.8)]
+    assert info.data.metrics["test/auc"] == 0.79
+    assert '"run_id": "%s"' % run.run_id in (tmp_path / "run.json").read_text()
+
+
+def test_params_hash_depends_on_values_only() -> None:
+    a = tracking.params_hash({"distill.ctr": CtrDistillParams()})
+    assert a == tracking.params_hash({"distill.ctr": CtrDistillParams()})
+    assert a != tracking.params_hash({"distill.ctr": CtrDistillParams(beta=100.0)})
+
+
+def test_error_marks_run_failed() -> None:
+    with pytest.raises(RuntimeError), tracking.stage_run("x", "1", track="t", role="r", params={}) as run:
+        raise RuntimeError("boom")
+    assert _run(run.run_id)[0].info.status == "FAILED"
+
+
+def test_sigterm_marks_run_killed(tmp_path: Path) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from recdistill import tracking
+        with tracking.stage_run("slow", "0", track="t", role="r", params={}) as run:
+            Path(sys.argv[1]).write_text(run.run_id)
+            time.sleep(60)
+    """))
+    marker = tmp_path / "run_id"
+    proc = subprocess.Popen([sys.executable, str(script), str(marker)], env=os.environ.copy())
+    for _ in range(600):
+        if marker.exists() and marker.read_text():
+            break
+        if proc.poll() is not None:
+            break
+        import time
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _run(marker.read_text())[0].info.status == "KILLED"
