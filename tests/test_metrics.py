@@ -80,3 +80,12 @@ def test_user_auc_against_sklearn_per_user() -> None:
         if r[keep].any() and (~r[keep]).any():
             expected.append(roc_auc_score(r[keep], s[keep]))
     assert metrics.user_auc(torch.tensor(scores), torch.tensor(relevant)) == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_topk_items_equals_stable_sort() -> None:
+    g = torch.Generator().manual_seed(4)
+    scores = torch.randint(0, 3, (50, 40), generator=g).float()
+    scores[torch.rand(50, 40, generator=g) < 0.5] = float("-inf")  # rows with fewer than k finite
+    for k in (1, 5, 25, 40):
+        expected = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(metrics.topk_items(scores, k), expected)

@@ -70,46 +70,80 @@ def logloss(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-7) -> flo
 
 
 def topk_items(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (U, k) of the k best items per row; ties go to the lower item index."""
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # (U, k)
+    """Indices (U, k) of the k best items per row, best first; ties go to the lower index.
+
+    Equivalent to a stable descending sort cut at k, in O(U I + U k log k): ``torch.topk``
+    finds the k-th value, items above it are in, items equal to it fill up by index.
+
+    >>> topk_items(torch.tensor([[0.1, 0.5, 0.5, 0.9, 0.5]]), 3).tolist()
+    [[3, 1, 2]]
+    """
+    n_items = scores.shape[1]
+    k = min(k, n_items)
+    threshold = torch.topk(scores, k, dim=1).values[:, -1:]  # (U, 1) the k-th largest value
+    above = scores > threshold  # (U, I)
+    tied = scores == threshold  # (U, I)
+    room = k - above.sum(1, keepdim=True)  # (U, 1) places left for tied items
+    chosen = above | (tied & (torch.cumsum(tied.long(), 1) <= room))  # (U, I), k per row
+    index = torch.arange(n_items, device=scores.device).expand_as(scores)  # (U, I)
+    key = torch.where(chosen, n_items - index, 0)  # (U, I) positive exactly for chosen items
+    picked = n_items - torch.topk(key, k, dim=1).values  # (U, k) the chosen item indices
+    order = torch.sort(scores.gather(1, picked), dim=1, descending=True, stable=True).indices
+    return picked.gather(1, order)  # (U, k)
 
 
 def _hits(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """(U, k) bool: is the item at each of the top k places relevant (and not masked)."""
     top = topk_items(scores, k)  # (U, k)
-    hit = relevant.gather(1, top)  # (U, k) bool
-    return hit & torch.isfinite(scores.gather(1, top))  # a masked item never counts
+    return relevant.gather(1, top) & torch.isfinite(scores.gather(1, top))  # (U, k)
 
 
-def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Per user (U,): relevant items in the top k / relevant items (0 where none)."""
-    n_rel = relevant.sum(1).double()  # (U,)
-    return _hits(scores, relevant, k).sum(1).double() / n_rel.clamp(min=1)
+def _recall(hits: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    return hits[:, :k].sum(1).double() / relevant.sum(1).double().clamp(min=1)  # (U,)
 
 
-def hr_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Per user (U,): 1.0 when any relevant item is in the top k."""
-    return _hits(scores, relevant, k).any(1).double()
+def _hr(hits: torch.Tensor, k: int) -> torch.Tensor:
+    return hits[:, :k].any(1).double()  # (U,)
 
 
-def ndcg_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Per user (U,): DCG@k / ideal DCG@k with binary gains."""
-    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=scores.device))  # (k,)
-    dcg = (_hits(scores, relevant, k).double() * discount).sum(1)  # (U,)
+def _ndcg(hits: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=hits.device))  # (k,)
+    dcg = (hits[:, :k].double() * discount).sum(1)  # (U,)
     n_ideal = relevant.sum(1).clamp(max=k)  # (U,)
     ideal = torch.cumsum(discount, 0)[(n_ideal - 1).clamp(min=0)]  # (U,)
     return torch.where(n_ideal > 0, dcg / ideal, torch.zeros_like(dcg))
 
 
+def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """Per user (U,): relevant items in the top k / relevant items (0 where none)."""
+    return _recall(_hits(scores, relevant, k), relevant, k)
+
+
+def hr_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """Per user (U,): 1.0 when any relevant item is in the top k."""
+    return _hr(_hits(scores, relevant, k), k)
+
+
+def ndcg_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
+    """Per user (U,): DCG@k / ideal DCG@k with binary gains."""
+    return _ndcg(_hits(scores, relevant, k), relevant, k)
+
+
 def ranking_metrics(scores: torch.Tensor, relevant: torch.Tensor, ks: tuple[int, ...] | list[int]
                     ) -> dict[str, float]:
-    """Recall/NDCG/HR@k for each k, averaged over users with at least one relevant item."""
+    """Recall/NDCG/HR@k for each k, averaged over users with at least one relevant item.
+
+    One top-k selection for the largest k serves every metric and every k. ``relevant``
+    should not include masked (-inf) items: they count in recall's denominator.
+    """
     users = relevant.any(1)  # (U,)
     scores, relevant = scores[users], relevant[users]
+    hits = _hits(scores, relevant, max(ks))  # (U', max k)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"recall@{k}"] = float(recall_at_k(scores, relevant, k).mean())
-        out[f"ndcg@{k}"] = float(ndcg_at_k(scores, relevant, k).mean())
-        out[f"hr@{k}"] = float(hr_at_k(scores, relevant, k).mean())
+        out[f"recall@{k}"] = float(_recall(hits, relevant, k).mean())
+        out[f"ndcg@{k}"] = float(_ndcg(hits, relevant, k).mean())
+        out[f"hr@{k}"] = float(_hr(hits, k).mean())
     return out
 
 
