@@ -112,3 +112,25 @@ def test_one_mlflow_run_per_stage_execution(repo: Path, first_run: str) -> None:
     assert all(r.info.status == "FINISHED" for r in runs)
     download = next(r for r in runs if r.info.run_name == "download")
     assert {"git.commit", "params.hash", "data.manifest", "dvc.exp", "stage"} <= set(download.data.tags)
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def test_remote_round_trip_reruns_nothing(repo: Path, first_run: str, tmp_path: Path) -> None:
+    """Repro in clone A, push to a local remote; a fresh clone B pulls and reruns nothing."""
+    remote = tmp_path / "remote"
+    _dvc(repo, "repro")  # bring A up to date after the param edits of earlier tests
+    _dvc(repo, "remote", "add", "-f", "-d", "local", str(remote))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "trained")
+    _dvc(repo, "push")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    _dvc(clone, "pull")
+    assert "up to date" in _dvc(clone, "status")
+    assert _ran(_dvc(clone, "repro")) == set()
+    for path in (repo / "models").rglob("model.pt"):
+        assert (clone / path.relative_to(repo)).read_bytes() == path.read_bytes()
