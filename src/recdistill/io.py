@@ -7,6 +7,7 @@ never a half-written one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["atomic_path", "write_json", "read_json", "write_parquet", "write_text"]
+__all__ = ["atomic_path", "file_digest", "write_json", "read_json", "write_parquet", "write_text"]
 
 
 @contextlib.contextmanager
@@ -71,3 +72,12 @@ def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
     """Parquet without the pandas index, deterministic bytes for the same frame."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from recdistill.io import write_json
+from recdistill.io import file_digest, write_json
 from recdistill.params import section_dict
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -92,14 +92,6 @@ def _manifest_hash(root: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class StageRun:
     """A live MLflow run with the logging helpers stages use."""
@@ -146,7 +138,7 @@ class StageRun:
     def record_checkpoint(self, path: str | Path) -> None:
         """Record where the (DVC-cached) checkpoint is and its md5; no second copy."""
         path = Path(path)
-        self.set_tags({"checkpoint.path": str(path), "checkpoint.md5": _md5(path)})
+        self.set_tags({"checkpoint.path": str(path), "checkpoint.md5": file_digest(path, "md5")})
 
     def write_run_json(self, path: str | Path, **extra: Any) -> None:
         """The run record DVC caches with the checkpoint, so links survive cache restores."""

@@ -9,7 +9,6 @@ Freebase ``.kg``/``.link`` item attributes, so a wheel source is always needed f
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recdistill.data.canonical import Canonical, DataError, has_attributes, parse_archive
+from recdistill.io import file_digest
 from recdistill.params import Source
 
 __all__ = ["DownloadError", "Fetched", "fetch_source", "acquire"]
@@ -35,14 +35,6 @@ class DownloadError(RuntimeError):
 class Fetched:
     source: Source
     path: Path  # the verified archive
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _file_name(source: Source) -> str:
@@ -85,7 +77,7 @@ def fetch_source(source: Source, workdir: Path, manual_dir: Path, timeout: float
         sub = workdir / source.name
         sub.mkdir(parents=True, exist_ok=True)
         path = _download(source, sub, timeout)
-    actual = _sha256(path)
+    actual = file_digest(path, "sha256")
     if actual != source.sha256.lower():
         raise DataError(f"sha256 mismatch for {path.name}: expected {source.sha256}, got {actual}")
     return path
