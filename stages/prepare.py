@@ -43,6 +43,7 @@ def main() -> None:
                 summary[name][f"cold_{column}s_valid"] = int(splits[name].valid[column].nunique())
                 summary[name][f"cold_{column}s_test"] = int(splits[name].test[column].nunique())
             summary["seq"]["users"] = int(splits["seq"].test["user"].nunique())
+            summary["catalog"] = {"users": len(c.users), "items": len(c.items)}
             write_json(tmp / "summary.json", summary)
         write_json(args.summary_json, summary)
         run.log_metrics({f"{name}/{k}": v for name, sizes in summary.items() for k, v in sizes.items()})

@@ -26,7 +26,7 @@ def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     with tracking.stage_run("ctr-distill", "0", track="ctr", role="student",
                             params={"distill.ctr": CtrDistillParams()}) as run:
         run.log_epoch(1, {"valid/auc": 0.7})
-        run.log_epoch(2, {"valid/auc": 0.8})
+        run.log_epoch(2, {"valid/auc": 0.8, "valid/ndcg@10": 0.5})
         run.log_metrics({"test/auc": 0.79})
         ckpt = tmp_path / "model.pt"
         ckpt.write_bytes(b"weights")
@@ -43,6 +43,7 @@ def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     history = client.get_metric_history(run.run_id, "valid/auc")
     assert [(m.step, m.value) for m in history] == [(1, 0.7), (2, 0.8)]
     assert info.data.metrics["test/auc"] == 0.79
+    assert client.get_metric_history(run.run_id, "valid/ndcg_at_10")[0].value == 0.5
     assert '"run_id": "%s"' % run.run_id in (tmp_path / "run.json").read_text()
 
 

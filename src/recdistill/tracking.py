@@ -35,7 +35,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import mlflow  # noqa: E402  (telemetry switches must be set before the import)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-__all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "params_hash"]
+__all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "mlflow_key", "params_hash"]
 
 log = logging.getLogger(__name__)
 MANIFEST = Path("data/canonical/manifest.json")
@@ -68,6 +68,15 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in obj.items():
         out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow metric names may not contain '@': ``test/ndcg@10`` -> ``test/ndcg_at_10``.
+
+    >>> mlflow_key("valid/hr@10")
+    'valid/hr_at_10'
+    """
+    return key.replace("@", "_at_")
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -103,15 +112,15 @@ class StageRun:
     client: MlflowClient
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Per-epoch metrics with ``step=epoch``."""
+        """Per-epoch metrics with ``step=epoch`` (keys through :func:`mlflow_key`)."""
         ts = int(time.time() * 1000)
-        batch = [mlflow.entities.Metric(k, float(v), ts, epoch) for k, v in metrics.items()]
+        batch = [mlflow.entities.Metric(mlflow_key(k), float(v), ts, epoch) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Final metrics (``test/auc``, ...), logged once."""
         ts = int(time.time() * 1000)
-        batch = [mlflow.entities.Metric(k, float(v), ts, 0) for k, v in metrics.items()
+        batch = [mlflow.entities.Metric(mlflow_key(k), float(v), ts, 0) for k, v in metrics.items()
                  if v is not None]
         self.client.log_batch(self.run_id, metrics=batch)
 
