@@ -1,0 +1,103 @@
+"""Speed of the ctr models on the real ctr split (a measurement, not a test).
+
+For each device (CPU at each ``--threads``, and CUDA when available) and each model
+(CrossNet, CIN, DAGFM outer/inner trained on BCE, and the DAGFM distillation phase on a
+frozen teacher), trains ``--epochs`` epochs through the same code the stages run and
+reports wall seconds per epoch (training only, no validation), process CPU seconds per
+epoch (robust to other jobs sharing the cores; includes one validation), training
+samples/s, and inference samples/s (one forward pass over 10,000 rows, median of 7).
+Writes benchmarks/results/ctr_speed-<machine>.json.
+
+Usage (from the repository root): python benchmarks/ctr_speed.py [--threads 1 2] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+
+from recdistill import ctr, params
+from recdistill.data.ctr_features import CtrFeatures, load_features
+from recdistill.models.crossnet import CrossNet
+from recdistill.models.dagfm import DAGFM
+
+import machine  # benchmarks/machine.py (run from the repository root)
+from recdistill.train import seed_everything
+
+MODELS = ("crossnet", "cin", "dagfm-outer", "dagfm-inner", "dagfm-distill")
+
+
+def build(name: str, p: params.Params, f: CtrFeatures) -> torch.nn.Module:
+    if name in ("crossnet", "cin"):
+        hp = dataclasses.replace(p.train.ctr, teacher=cast(Literal["crossnet", "cin"], name))
+        return ctr.build_model(name, ctr.teacher_config(hp, f))
+    kind = "outer" if name == "dagfm-distill" else name.split("-")[1]
+    student = dataclasses.replace(p.distill.ctr.student, type=cast(Literal["outer", "inner"], kind))
+    return ctr.build_model("dagfm", ctr.student_config(student, p.train.ctr.embed_dim, f))
+
+
+def measure(name: str, p: params.Params, f: CtrFeatures, epochs: int) -> dict[str, Any]:
+    device = f.train.ids.device
+    generator = seed_everything(0, device)
+    model = build(name, p, f).to(device)
+    sp = dataclasses.replace(p.distill.ctr.student, epochs=epochs, patience=epochs)
+    cpu_start = time.process_time()
+    if name == "dagfm-distill":
+        teacher = build("crossnet", p, f).to(device)  # untrained: the cost is the same
+        assert isinstance(model, DAGFM) and isinstance(teacher, CrossNet)
+        kd = ctr.distill_student(model, teacher, f, dataclasses.replace(p.distill.ctr, student=sp),
+                                 generator=generator)
+        seconds = kd.distill.seconds_per_epoch  # phase 1: interaction layers on frozen embeddings
+    else:
+        teacher_hp = dataclasses.replace(p.train.ctr, epochs=epochs, patience=epochs)
+        hp = teacher_hp if name in ("crossnet", "cin") else sp
+        seconds = ctr.train_bce(model, f, hp, generator=generator, name=name).seconds_per_epoch
+    cpu_per_epoch = (time.process_time() - cpu_start) / epochs  # includes validation
+    latency = ctr.latency_ms(model, f.test)
+    return {"model": name, "seconds_per_epoch": round(seconds, 4),
+            "cpu_seconds_per_epoch": round(cpu_per_epoch, 4),
+            "train_samples_per_s": round(len(f.train) / seconds),
+            "infer_samples_per_s": round(ctr.LATENCY_ROWS / latency * 1000),
+            "latency_ms_per_10k": round(latency, 3),
+            "params": sum(q.numel() for q in model.parameters()),
+            "macs_per_example": ctr.count_macs(model, f.test)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared/ctr"))
+    parser.add_argument("--canonical", type=Path, default=Path("data/canonical"))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU thread counts")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs timed per model")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    p = params.load("params.yaml")
+    features = load_features(args.prepared, args.canonical)
+    setups = [("cpu", t) for t in args.threads] + ([("cuda", 0)] if torch.cuda.is_available() else [])
+    rows = []
+    for device, threads in setups:
+        if threads:
+            torch.set_num_threads(threads)
+        f = features.to(device)
+        for name in args.models:
+            row = {"device": device, "threads": threads or None, **measure(name, p, f, args.epochs)}
+            rows.append(row)
+            print(f"{device:4s} {threads or '-':>2} {name:14s} {row['seconds_per_epoch']:7.3f} s/epoch "
+                  f"{row['cpu_seconds_per_epoch']:7.3f} cpu-s/epoch {row['train_samples_per_s']:>9,} "
+                  f"train/s {row['infer_samples_per_s']:>10,} infer/s {row['macs_per_example']:>7,} "
+                  f"MACs {row['params']:>8,} params", flush=True)
+    path = machine.save("ctr_speed", {"epochs_timed": args.epochs, "train_rows": len(features.train),
+                                      "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Transfer losses: how a teacher (meta model) teaches a student (main model)."""
