@@ -137,14 +137,15 @@ class BaselineParams:
 @dataclass(frozen=True)
 class AgnnParams:
     embed_dim: int = bounded(30, ge=1)
-    n_neighbors: int = bounded(10, ge=1)
-    hidden_dim: int = bounded(30, ge=1)
-    vae_weight: float = bounded(1.0, ge=0)
-    lr: float = bounded(5e-4, gt=0)
-    weight_decay: float = bounded(1e-3, ge=0)
-    batch_size: int = bounded(128, ge=1)
-    epochs: int = bounded(20, ge=1)
-    patience: int = bounded(3, ge=1)
+    n_neighbors: int = bounded(10, ge=1)  # sampled per node and batch from its k-NN list
+    hidden_dim: int = bounded(30, ge=1)  # prediction MLP hidden width
+    min_warm_holders: int = bounded(1, ge=1)  # attribute values on fewer warm nodes are not embedded
+    vae_weight: float = bounded(0.01, ge=0)  # eVAE terms vs the per-rating mean squared error
+    lr: float = bounded(5e-3, gt=0)
+    weight_decay: float = bounded(3e-4, ge=0)
+    batch_size: int = bounded(2048, ge=1)
+    epochs: int = bounded(25, ge=1)
+    patience: int = bounded(4, ge=1)
 
 
 # ---------------------------------------------------------------- ctr
@@ -185,31 +186,31 @@ class CtrDistillParams:
 @dataclass(frozen=True)
 class LightGcnParams:
     embed_dim: int = bounded(64, ge=1)
-    n_layers: int = bounded(3, ge=1)
-    lr: float = bounded(1e-3, gt=0)
-    weight_decay: float = bounded(1e-4, ge=0)
-    batch_size: int = bounded(2048, ge=1)
-    epochs: int = bounded(300, ge=1)
-    patience: int = bounded(10, ge=1)
+    n_layers: int = bounded(3, ge=1)  # propagation layers K
+    lr: float = bounded(5e-2, gt=0)  # Adam
+    weight_decay: float = bounded(1e-3, ge=0)  # L2 on the batch's layer-0 embeddings / (2B)
+    batch_size: int = bounded(32768, ge=1)  # a step propagates the whole graph: few, large batches
+    epochs: int = bounded(120, ge=1)
+    patience: int = bounded(3, ge=1)  # evaluations without a valid NDCG@20 gain
     eval_every: int = bounded(5, ge=1)
 
 
 @dataclass(frozen=True)
 class MfParams:
-    embed_dim: int = bounded(64, ge=1)
-    lr: float = bounded(1e-3, gt=0)
-    weight_decay: float = bounded(1e-4, ge=0)
+    embed_dim: int = bounded(64, ge=1)  # must equal train.cf.embed_dim for cross fusion
+    lr: float = bounded(5e-3, gt=0)  # Adam
+    weight_decay: float = bounded(2e-2, ge=0)  # L2 on the batch's embeddings / (2B)
     batch_size: int = bounded(2048, ge=1)
-    epochs: int = bounded(300, ge=1)
-    patience: int = bounded(10, ge=1)
+    epochs: int = bounded(150, ge=1)
+    patience: int = bounded(3, ge=1)  # evaluations without a valid NDCG@20 gain
     eval_every: int = bounded(5, ge=1)
 
 
 @dataclass(frozen=True)
 class CfDistillParams:
     student: MfParams = field(default_factory=MfParams)
-    lambda1: float = bounded(1.0, ge=0)
-    lambda2: float = bounded(1.0, ge=0)
+    lambda1: float = bounded(0.3, ge=0)  # MSE(<E_u, H_i>, <E_u, E_i>): meta user x main item
+    lambda2: float = bounded(0.3, ge=0)  # MSE(<H_u, E_i>, <E_u, E_i>): main user x meta item
 
 
 # ---------------------------------------------------------------- seq
@@ -236,8 +237,9 @@ class SeqDistillParams:
     student: SasrecParams = field(default_factory=lambda: SasrecParams(hidden_dim=32, n_blocks=1))
     temperature: float = bounded(2.0, gt=0)
     kd_weight: float = bounded(0.5, ge=0, le=1)
-    candidates: Literal["all", "sampled"] = "all"
-    n_candidates: int = bounded(100, ge=1)
+    candidates: Literal["all", "sampled"] = "sampled"  # items the soft targets cover at each position
+    n_candidates: int = bounded(200, ge=1)  # sampled: uniform items shared by a batch's positions
+    teacher_top: int = bounded(50, ge=0)  # sampled: plus the teacher's top items at each position
 
 
 # ---------------------------------------------------------------- sections
