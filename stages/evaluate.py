@@ -80,8 +80,7 @@ def main() -> None:
                       ",".join(ev.missing) or "none", "params.all.hash": provenance.params_hash,
                       **{f"link.{key.replace('/', '.')}": link["run_id"]
                          for key, link in links.items()}})
-        numbers = [(key.replace("@", "_at_"), value)  # mlflow names take no "@"
-                   for key, value in tracking.flatten(summary).items()
+        numbers = [(key, value) for key, value in tracking.flatten(summary).items()
                    if isinstance(value, int | float) and not isinstance(value, bool)]
         for start in range(0, len(numbers), 1000):  # mlflow's batch limit
             run.log_metrics(dict(numbers[start:start + 1000]))

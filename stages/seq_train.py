@@ -31,11 +31,6 @@ MODEL = {"teacher": "teacher", "distill": "distilled", "alone": "alone", "popula
 ROLE_TAG = {"teacher": "teacher", "distill": "student", "alone": "alone", "popular": "baseline"}
 
 
-def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow refuses '@' in metric names (notes/requests.md): valid/ndcg@10 -> valid/ndcg_at_10."""
-    return {k.replace("@", "_at_"): v for k, v in metrics.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("role", choices=sorted(MODEL), help="which model of the seq track")
@@ -67,7 +62,7 @@ def main() -> None:
                             params=read, experiment=p.tracking.experiment) as run:
         result = seq.run_seq(args.role, p, split, seed=args.seed, device=device,
                              teacher_checkpoint=args.teacher,
-                             on_epoch=lambda epoch, m: run.log_epoch(epoch, mlflow_names(m)))
+                             on_epoch=run.log_epoch)
         fit = result.fit
         history = fit.history if fit else []
         record = {"track": "seq", "model": model_name, "role": ROLE_TAG[args.role], "seed": args.seed,
@@ -87,7 +82,7 @@ def main() -> None:
             run.write_run_json(tmp / "run.json", model=model_name, seed=args.seed)
         write_json(args.metrics, record)
         run.record_checkpoint(args.out_dir / "model.pt")
-        run.log_metrics({**mlflow_names(result.metrics), "cost/params": result.cost["params"],
+        run.log_metrics({**result.metrics, "cost/params": result.cost["params"],
                          "cost/latency_ms": result.cost["latency_ms"]})
         run.log_dict(history, "history.json")
         log.info("seq %s seed %d: %s", model_name, args.seed,
