@@ -141,11 +141,11 @@ class AgnnParams:
     hidden_dim: int = bounded(30, ge=1)  # prediction MLP hidden width
     min_warm_holders: int = bounded(1, ge=1)  # attribute values on fewer warm nodes are not embedded
     vae_weight: float = bounded(0.01, ge=0)  # eVAE terms vs the per-rating mean squared error
-    lr: float = bounded(5e-3, gt=0)
+    lr: float = bounded(8e-3, gt=0)
     weight_decay: float = bounded(3e-4, ge=0)
-    batch_size: int = bounded(2048, ge=1)
-    epochs: int = bounded(25, ge=1)
-    patience: int = bounded(4, ge=1)
+    batch_size: int = bounded(4096, ge=1)
+    epochs: int = bounded(30, ge=1)
+    patience: int = bounded(5, ge=1)
 
 
 # ---------------------------------------------------------------- ctr

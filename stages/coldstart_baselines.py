@@ -1,0 +1,75 @@
+"""stages/coldstart_baselines.py: the rating baselines of one coldstart scenario.
+
+DVC stage ``coldstart-baselines@<scenario>``: global mean, user/item bias (ALS) and the
+attribute-residual baseline (``recdistill.coldstart.baselines``), fitted on the scenario's
+train ratings and scored on validation and test. They are deterministic: the metrics file
+carries the first seed of ``seeds`` so the report can line them up with AGNN's seeds.
+
+In: ``--split`` (folder of the scenario's train/valid/test.parquet), ``--canonical``
+(users, items, attributes .parquet), params ``baselines`` and ``seeds``.
+Out: ``--out`` folder with predictions.parquet (test: model, user, item, rating,
+prediction) and run.json; the ``--metrics`` JSON
+``{"track", "scenario", "role": "baseline", "seed", "models": {"<name>": {"metrics", "cost"}}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from recdistill import params
+from recdistill.coldstart.baselines import run_baselines
+from recdistill.io import atomic_path, write_json, write_parquet
+from recdistill.tracking import stage_run
+
+log = logging.getLogger("coldstart_baselines")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=("warm", "ics", "ucs"), help="coldstart scenario")
+    parser.add_argument("--split", type=Path, required=True, help="folder of the scenario's split Parquet files")
+    parser.add_argument("--canonical", type=Path, required=True, help="folder of the canonical tables")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/coldstart/baselines-ics")
+    parser.add_argument("--metrics", type=Path, required=True,
+                        help="metrics JSON, e.g. metrics/coldstart/baselines-ics.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    p = params.load(args.params)
+    split = {name: pd.read_parquet(args.split / f"{name}.parquet") for name in ("train", "valid", "test")}
+    tables = {name: pd.read_parquet(args.canonical / f"{name}.parquet")
+              for name in ("users", "items", "attributes")}
+    with stage_run("coldstart-baselines", args.scenario, track="coldstart", role="baseline",
+                   params={"baselines": p.baselines}, experiment=p.tracking.experiment) as run:
+        results = run_baselines(split["train"], split["valid"], split["test"], tables["users"],
+                                tables["items"], tables["attributes"], p.baselines)
+        record = {"track": "coldstart", "scenario": args.scenario, "role": "baseline",
+                  "seed": p.seeds[0], "models": {
+                      name: {"metrics": r.metrics,
+                             "cost": {"params": r.n_params, "macs_per_example": None,
+                                      "latency_ms": r.latency_ms, "latency_unit": "per 10k rows",
+                                      "device": "cpu"}}
+                      for name, r in results.items()}}
+        predictions = pd.concat([r.predictions.assign(model=name) for name, r in results.items()],
+                                ignore_index=True)[["model", "user", "item", "rating", "prediction"]]
+        with atomic_path(args.out) as tmp:
+            tmp.mkdir(parents=True)
+            write_parquet(tmp / "predictions.parquet", predictions)
+            run.write_run_json(tmp / "run.json")
+        write_json(args.metrics, record)
+        run.log_metrics({f"{name}/{key}": value for name, r in results.items()
+                         for key, value in r.metrics.items()})
+    log.info("coldstart-baselines@%s: %s", args.scenario,
+             {name: round(r.metrics["test/rmse"], 4) for name, r in results.items()})
+
+
+if __name__ == "__main__":
+    main()
