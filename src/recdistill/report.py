@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from recdistill import metrics as M
 from recdistill.io import read_json
@@ -680,6 +680,9 @@ def learning_curves(track: str, runs: Sequence[Run], spec: TrackSpec) -> Figure:
     for ax, key in zip(axes, ("train/loss", spec.curve)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel=key, title=f"{track}: {key}")
+        low, high = ax.get_ylim()
+        if key == "train/loss" and low > 0 and high / low > 100:  # e.g. a distillation phase
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     return fig
@@ -712,6 +715,7 @@ def quality_vs_cost(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) ->
             units = {m.latency_unit for _, m in points if m.latency_unit}
             unit = f" ({', '.join(sorted(units))})" if attr == "latency_ms" and units else ""
             ax.set(xscale="log", xlabel=label + unit, ylabel=spec.main, title=track)
+            ax.xaxis.set_minor_formatter(NullFormatter())  # narrow ranges crowd minor labels
             ax.margins(x=0.2, y=0.1)  # room for the labels
             ax.grid(alpha=0.3)
     handles = [axes[0][0].plot([], [], "o", color=f"C{i}", label=r)[0] for i, r in enumerate(ROLES)]
