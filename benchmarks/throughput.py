@@ -1,0 +1,39 @@
+"""Benchmark every model: run each track's speed script (train/inference throughput,
+seconds per epoch, latency) on the real prepared data, then regenerate RESULTS.md.
+
+    python benchmarks/throughput.py             # all tracks, 1 CPU thread (or the GPU if present)
+    python benchmarks/throughput.py --tracks cf seq
+
+Each track script writes benchmarks/results/<track>_speed-<machine>.json; needs
+`dvc repro prepare neighbors` (data/prepared, data/neighbors) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TRACKS = {  # script -> the thread option each accepts
+    "coldstart": ["--threads", "1"],
+    "ctr": ["--threads", "1"],
+    "cf": ["--threads", "1"],
+    "seq": ["--threads", "1"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", nargs="+", choices=sorted(TRACKS), default=sorted(TRACKS))
+    args = parser.parse_args()
+    for track in args.tracks:
+        print(f"== {track}", flush=True)
+        subprocess.run([sys.executable, str(HERE / f"{track}_speed.py"), *TRACKS[track]],
+                       cwd=HERE.parent, check=True)
+    subprocess.run([sys.executable, str(HERE / "results.py")], cwd=HERE.parent, check=True)
+
+
+if __name__ == "__main__":
+    main()
