@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from recdistill import params, tracking
-from recdistill.data.canonical import validate, write_canonical
+from recdistill.data.canonical import write_canonical
 from recdistill.data.download import acquire
 
 log = logging.getLogger("download")
@@ -31,8 +31,8 @@ def main() -> None:
     with tracking.stage_run("download", "", track="data", role="data",
                             params={"download": cfg}, experiment=p.tracking.experiment) as run:
         with tempfile.TemporaryDirectory(prefix="recdistill-download-") as work:
-            canonical, used = acquire(cfg.sources, Path(work), args.manual_dir, cfg.timeout_s)
-            validate(canonical, cfg.expect)
+            canonical, used = acquire(cfg.sources, Path(work), args.manual_dir, cfg.timeout_s,
+                                      expect=cfg.expect)
             digests = write_canonical(canonical, args.out_dir)
         run.set_tags({f"source.{i}": f"{f.source.name}:{f.path.name}" for i, f in enumerate(used)})
         run.log_metrics({"data/ratings": len(canonical.ratings), "data/users": len(canonical.users),

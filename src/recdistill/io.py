@@ -21,12 +21,39 @@ import pandas as pd
 __all__ = ["atomic_path", "file_digest", "write_json", "read_json", "write_parquet", "write_text"]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_litter(path: Path) -> None:
+    """Remove temporaries of ``path`` left by processes that were killed (SIGKILL)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place.
 
     Works for files and directories (the caller creates whichever it needs). On error the
-    temporary is removed and ``path`` is left as it was.
+    temporary is removed and ``path`` is left as it was. A previous directory is moved
+    aside by a rename, never deleted before the new one is in place. Temporaries carry the
+    writer's pid, so those of a killed writer are swept by the next write.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
@@ -37,20 +64,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_litter(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     tmp.unlink()  # the caller creates a file or a directory here
+    old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            os.replace(path, old)  # the previous out stays whole until the new one is in
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(tmp, path)
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
+        _remove(tmp)
+        _remove(old)
 
 
 def write_text(path: str | Path, text: str) -> None:

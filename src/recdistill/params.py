@@ -11,6 +11,7 @@ Bounds are declared next to each field with :func:`bounded`; choices with ``Lite
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class SeqSplitParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    seed: int = 20241124
+    seed: int = bounded(20241124, ge=0)
     coldstart: ColdstartSplitParams = field(default_factory=ColdstartSplitParams)
     ctr: CtrSplitParams = field(default_factory=CtrSplitParams)
     cf: CfSplitParams = field(default_factory=CfSplitParams)
@@ -156,7 +157,7 @@ class CtrTeacherParams:
     embed_dim: int = bounded(16, ge=1)
     depth: int = bounded(3, ge=1)
     cin_layer_size: int = bounded(16, ge=1)
-    mlp_dims: tuple[int, ...] = ()
+    mlp_dims: tuple[int, ...] = bounded((), ge=1)
     lr: float = bounded(3e-3, gt=0)
     weight_decay: float = bounded(0.0, ge=0)
     batch_size: int = bounded(1024, ge=1)
@@ -260,7 +261,7 @@ class DistillParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    ks: tuple[int, ...] = (10, 20)
+    ks: tuple[int, ...] = bounded((10, 20), ge=1)
     sampled_negatives: int = bounded(100, ge=1)
     tolerance: float = bounded(1e-4, gt=0)
 
@@ -268,7 +269,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class Params:
     download: DownloadParams
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = bounded((0, 1, 2), ge=0)
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
     data: DataParams = field(default_factory=DataParams)
@@ -325,7 +326,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             _fail(path, value, "a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            _fail(path, value, "a finite number")
+        if not math.isfinite(number):
+            _fail(path, value, "a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             _fail(path, value, "a string")
@@ -385,6 +392,16 @@ def _validate(p: Params) -> None:
         _fail("seeds", list(p.seeds), "distinct seeds")
     if not p.download.sources:
         _fail("download.sources", [], "at least one source")
+    if not p.evaluate.ks or len(set(p.evaluate.ks)) != len(p.evaluate.ks):
+        _fail("evaluate.ks", list(p.evaluate.ks), "a non-empty list of distinct cut-offs")
+    if not p.neighbors.scenarios:
+        _fail("neighbors.scenarios", [], "at least one scenario")
+    if not p.tracking.experiment.strip():
+        _fail("tracking.experiment", p.tracking.experiment, "a non-empty experiment name")
+    if p.distill.cf.student.embed_dim != p.train.cf.embed_dim:
+        _fail("distill.cf.student.embed_dim", p.distill.cf.student.embed_dim,
+              f"the meta model's train.cf.embed_dim ({p.train.cf.embed_dim}): cross fusion "
+              "takes dot products between the two models' embeddings")
     if len(set(p.neighbors.scenarios)) != len(p.neighbors.scenarios):
         _fail("neighbors.scenarios", list(p.neighbors.scenarios), "distinct scenarios")
     for i, src in enumerate(p.download.sources):
@@ -401,6 +418,20 @@ def _validate(p: Params) -> None:
         _fail("distill.seq.student.n_heads", st.n_heads, "a divisor of distill.seq.student.hidden_dim")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice (the last would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse(raw: Any) -> Params:
     """Validate an already-parsed mapping (the content of params.yaml)."""
     params = _build(Params, raw, "")
@@ -415,8 +446,10 @@ def load(path: str | Path = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file; run stages from the repository root") from None
+    except (UnicodeDecodeError, OSError) as err:
+        raise ParamsError(f"{path}: cannot read it as UTF-8 text ({err})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     return parse(raw)

@@ -12,6 +12,7 @@ under ``<repo>/mlartifacts`` (absolute, so ``dvc exp run --temp`` runs land in t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -155,6 +156,20 @@ class StageRun:
                           "run_name": self.name, "tracking_uri": tracking_uri(), **self.tags, **extra})
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise the first access to a SQLite store: MLflow migrates a new store's schema,
+    and several stages starting together (``dvc exp run -j 4``) would race on it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released on close, also if the process dies
+        yield
+
+
 class _Terminated(SystemExit):
     """Raised from the SIGTERM handler so the run ends as KILLED and the process exits 143."""
 
@@ -190,17 +205,16 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
             run.log_epoch(1, {"valid/auc": 0.8})
     """
     root = repo_root()
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        try:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with _store_lock(uri):
+        client = MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
             experiment_id = client.create_experiment(
                 experiment, artifact_location=(root / "mlartifacts").as_uri())
-        except mlflow.exceptions.MlflowException:  # created by a concurrent stage meanwhile
-            experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    else:
-        experiment_id = found.experiment_id
+        else:
+            experiment_id = found.experiment_id
     name = f"{stage}@{item}" if item else stage
     tags = {"stage": stage, "item": item, "track": track, "role": role,
             "git.commit": _git_commit(root), "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),

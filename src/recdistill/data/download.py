@@ -18,9 +18,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from recdistill.data.canonical import Canonical, DataError, has_attributes, parse_archive
+from recdistill.data.canonical import Canonical, DataError, has_attributes, parse_archive, validate
 from recdistill.io import file_digest
-from recdistill.params import Source
+from recdistill.params import Expect, Source
 
 __all__ = ["DownloadError", "Fetched", "fetch_source", "acquire"]
 
@@ -83,9 +83,12 @@ def fetch_source(source: Source, workdir: Path, manual_dir: Path, timeout: float
     return path
 
 
-def acquire(sources: tuple[Source, ...], workdir: Path, manual_dir: Path, timeout: float
-            ) -> tuple[Canonical, list[Fetched]]:
+def acquire(sources: tuple[Source, ...], workdir: Path, manual_dir: Path, timeout: float,
+            expect: Expect | None = None) -> tuple[Canonical, list[Fetched]]:
     """Canonical tables (with item attributes) from the first sources that verify.
+
+    With ``expect``, the tables of a source are also validated (counts, ids, duplicates); a
+    source that fails is reported with its name and the next one is tried.
 
     Raises :class:`DownloadError` listing each source tried and why it failed.
     """
@@ -97,7 +100,13 @@ def acquire(sources: tuple[Source, ...], workdir: Path, manual_dir: Path, timeou
             path = fetch_source(source, workdir, manual_dir, timeout)
             if core is not None and not has_attributes(path):
                 continue  # we still need attributes, and this archive has none
-            parsed = parse_archive(path, origin=f"{source.name} ({path.name})")
+            origin = f"{source.name} ({path.name})"
+            parsed = parse_archive(path, origin=origin)
+            if core is None and expect is not None:
+                try:
+                    validate(parsed, expect)
+                except DataError as err:
+                    raise DataError(f"{origin}: {err}") from None
         except (OSError, DataError, subprocess.SubprocessError, urllib.error.URLError) as err:
             failures.append(f"  - {source.name} [{source.kind}] {source.url}: "
                             f"{type(err).__name__}: {err}")
@@ -110,9 +119,11 @@ def acquire(sources: tuple[Source, ...], workdir: Path, manual_dir: Path, timeou
             core.attributes = parsed.attributes
             return core, used
     names = ", ".join(_file_name(s) for s in sources if s.kind != "file")
+    hint = (f"download one of [{names}] on a machine with network access (e.g. `pip download "
+            f"--no-deps recbole==1.2.1`) and place it in {manual_dir}/" if names else
+            f"check the paths of the file sources in download.sources, or place the archive "
+            f"named there in {manual_dir}/")
     what = "ML-100K" if core is None else "the item attributes (.kg/.link, only in the RecBole wheel)"
     raise DownloadError(
         f"could not obtain {what} from any source:\n" + "\n".join(failures or ["  (none listed)"])
-        + f"\nTo install by hand, download one of [{names}] on a machine with network access "
-        f"(e.g. `pip download --no-deps recbole==1.2.1`) and place it in {manual_dir}/; "
-        "its sha256 must match download.sources in params.yaml.")
+        + f"\nTo install by hand, {hint}; its sha256 must match download.sources in params.yaml.")

@@ -83,5 +83,12 @@ def write_pickle(path: str | Path, obj: Any) -> None:
 
 
 def read_pickle(path: str | Path) -> Any:
-    """Load a pickle written by :func:`write_pickle`; refuse anything else."""
-    return loads(Path(path).read_bytes())
+    """Load a pickle written by :func:`write_pickle`; refuse anything else, naming the file."""
+    path = Path(path)
+    try:
+        return loads(path.read_bytes())
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise pickle.UnpicklingError(f"{path}: not a readable neighbor pickle "
+                                     f"({type(err).__name__}: {err}); rebuild it with dvc repro") from None

@@ -37,8 +37,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise CheckpointError(f"checkpoint {path} could not be loaded safely "
-                              f"(weights_only=True): {type(err).__name__}: {err}") from None
+        reason = next((line.strip() for line in str(err).splitlines()
+                       if "GLOBAL" in line or "Unsupported" in line), str(err).splitlines()[0] if str(err) else "")
+        raise CheckpointError(
+            f"checkpoint {path} could not be loaded safely (weights_only=True): "
+            f"{type(err).__name__}: {reason}. recdistill never writes pickled objects, so this file "
+            "is damaged or may be malicious: do not load it with weights_only=False; recreate it "
+            "with `dvc repro` of the stage that writes it") from None
     if not isinstance(obj, dict) or set(obj) != {"state_dict", "meta"}:
         raise CheckpointError(f"checkpoint {path} is not a recdistill checkpoint "
                               "(expected keys 'state_dict' and 'meta')")

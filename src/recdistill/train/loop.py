@@ -122,6 +122,9 @@ def fit(
                                f"not the monitored metric {monitor!r}")
             row.update(metrics)
             score = metrics[monitor]
+            if not math.isfinite(score):
+                raise NonFiniteLossError(f"{name}: validation {monitor} is {score} at epoch {epoch}; "
+                                         "stopping without saving this state")
             if _improved(score, best_score, mode):
                 best_score, stale = score, 0
                 result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -1,0 +1,157 @@
+"""Bad params.yaml cases, generated from the dataclass tree of ``recdistill.params``.
+
+For every mapping node: an unknown key. For every field: a value of the wrong type (and a
+non-mapping for a section); for every bounded number: a value just outside each bound (and
+NaN); for every ``Literal``: a name that is not accepted; for lists: a non-list and a bad
+element. Cross-field rules (fractions summing to 1, distinct seeds, ...) are listed by hand.
+Each case names the key path the error must mention. Run this file to print the counts::
+
+    .venv/bin/python tests/reliability/paramcases.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from recdistill import params
+
+BOGUS = "no_such_key"
+
+
+@dataclass(frozen=True)
+class Case:
+    path: str  # where the bad value goes ("" = the whole file)
+    value: Any  # the bad value; DELETE removes the key instead
+    kind: Literal["unknown", "type", "range", "choice", "missing", "cross"]
+    named: str  # what the ParamsError message must contain (the key path)
+
+    @property
+    def section(self) -> str:
+        head = self.path.split(".")[0].split("[")[0]
+        return "<file>" if head in ("", BOGUS) else head
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.path or '<file>'}={self.value!r}"[:90]
+
+
+DELETE = object()  # sentinel: remove the key
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _wrong_types(tp: Any) -> list[Any]:
+    """Values of another type than ``tp`` (YAML can produce each of them)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return [7, "a string", ["a", "list"]]
+    if origin is Literal:
+        return [12345, ["a", "list"], None]
+    if origin is tuple:
+        return ["not a list", 3, {"a": "mapping"}]
+    if tp is bool:
+        return ["yes", 1, None]
+    if tp is int:
+        return ["3", 2.5, True, None, [1]]
+    if tp is float:
+        return ["0.5", True, None, [0.5]]
+    if tp is str:
+        return [123, ["a"], {"k": "v"}, None]
+    raise TypeError(f"no wrong-type values for {tp!r}")
+
+
+def _out_of_range(tp: Any, meta: typing.Mapping[str, Any]) -> list[Any]:
+    """Values just outside each bound of a ``bounded`` field (and NaN for floats)."""
+    out: list[Any] = []
+    step = 1 if tp is int else 0.5
+    if "ge" in meta:
+        out.append(meta["ge"] - step)
+    if "gt" in meta:
+        out.append(meta["gt"])
+    if "le" in meta:
+        out.append(meta["le"] + step)
+    if "lt" in meta:
+        out.append(meta["lt"])
+    if tp is int:
+        out = [int(v) for v in out]
+    elif out:
+        out.append(float("nan"))  # every comparison with NaN is false
+    return out
+
+
+def _field_cases(tp: Any, f: dataclasses.Field[Any] | None, key: str) -> list[Case]:
+    cases = [Case(key, v, "type", key) for v in _wrong_types(tp)]
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        cases += _node_cases(tp, key)
+    elif origin is Literal:
+        cases.append(Case(key, "no-such-choice", "choice", key))
+    elif origin is tuple:
+        item = typing.get_args(tp)[0]
+        if dataclasses.is_dataclass(item):
+            cases += _node_cases(item, f"{key}[0]")  # the first element of the existing list
+        else:
+            cases += [Case(key, [bad], "type", f"{key}[0]") for bad in _wrong_types(item)[:2]]
+            if typing.get_origin(item) is Literal:
+                cases.append(Case(key, ["no-such-choice"], "choice", f"{key}[0]"))
+    if f is not None and f.metadata:
+        cases += [Case(key, v, "range", key) for v in _out_of_range(tp, f.metadata)]
+    return cases
+
+
+def _node_cases(cls: type, path: str) -> list[Case]:
+    hints = typing.get_type_hints(cls)
+    cases = [Case(_join(path, BOGUS), 1, "unknown", _join(path, BOGUS))]
+    for f in dataclasses.fields(cls):
+        key = _join(path, f.name)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            cases.append(Case(key, DELETE, "missing", key))
+        cases += _field_cases(hints[f.name], f, key)
+    return cases
+
+
+# Rules that span several fields (params._validate), and whole-file shapes.
+CROSS = [
+    Case("data.coldstart.warm.train", 0.5, "cross", "data.coldstart.warm"),
+    Case("data.ctr.split.valid", 0.3, "cross", "data.ctr.split"),
+    Case("data.cf.split.test", 0.05, "cross", "data.cf.split"),
+    Case("seeds", [], "cross", "seeds"),
+    Case("seeds", [0, 1, 0], "cross", "seeds"),
+    Case("download.sources", [], "cross", "download.sources"),
+    Case("neighbors.scenarios", ["warm", "ics", "warm"], "cross", "neighbors.scenarios"),
+    Case("download.sources[0].sha256", "abc123", "cross", "download.sources[0].sha256"),
+    Case("download.sources[0].sha256", "z" * 64, "cross", "download.sources[0].sha256"),
+    Case("train.seq.n_heads", 3, "cross", "train.seq.n_heads"),
+    Case("distill.seq.student.n_heads", 5, "cross", "distill.seq.student.n_heads"),
+    Case("", None, "type", "<top level>"),
+    Case("", ["a", "list"], "type", "<top level>"),
+]
+
+
+def generate() -> list[Case]:
+    """Every generated case plus :data:`CROSS`, in a stable order."""
+    return _node_cases(params.Params, "") + CROSS
+
+
+def counts(cases: list[Case]) -> dict[str, Counter[str]]:
+    by_section: dict[str, Counter[str]] = {}
+    for case in cases:
+        by_section.setdefault(case.section, Counter())[case.kind] += 1
+    return by_section
+
+
+if __name__ == "__main__":
+    cases = generate()
+    table = counts(cases)
+    kinds = ["unknown", "type", "range", "choice", "missing", "cross"]
+    print(f"{'section':<12}" + "".join(f"{k:>9}" for k in kinds) + f"{'total':>9}")
+    for section, c in sorted(table.items()):
+        print(f"{section:<12}" + "".join(f"{c[k]:>9}" for k in kinds) + f"{sum(c.values()):>9}")
+    total = Counter(case.kind for case in cases)
+    print(f"{'all':<12}" + "".join(f"{total[k]:>9}" for k in kinds) + f"{len(cases):>9}")
