@@ -18,7 +18,6 @@ Shapes: B batch, U users, I items, D embedding dim, K cut-off.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from recdistill.data.interactions import (BprBatch, CfSplits, bpr_batches, load_
 from recdistill.models.lightgcn import LightGCN
 from recdistill.models.mf import MF
 from recdistill.params import LightGcnParams, MfParams, Params
-from recdistill.train import CheckpointError, FitResult, fit, load_checkpoint, seed_everything
+from recdistill.train import CheckpointError, FitResult, fit, load_checkpoint, median_ms, seed_everything
 from recdistill.transfer.cross_fusion import CrossFusion, bpr_loss
 
 __all__ = ["Role", "CfRun", "build_model", "masked_scores", "evaluate", "train_cf", "top_k_frame",
@@ -145,18 +144,11 @@ def scoring_cost(model: CfModel, splits: CfSplits, k: int, repeats: int = 5) -> 
     macs = splits.n_users * splits.n_items * dim  # the product
     if isinstance(model, LightGCN):
         macs += model.n_layers * model.norm_adj._nnz() * dim  # sparse propagation
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        metrics.topk_items(masked_scores(model, exclude), k)
-        if exclude.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    device = exclude.device.type
+    latency = median_ms(lambda: metrics.topk_items(masked_scores(model, exclude), k),
+                        exclude.device, repeats)
     return {"params": sum(p.numel() for p in model.parameters()),
             "macs_per_example": round(macs / (splits.n_users * splits.n_items)),
-            "latency_ms": 1000 * sorted(times[1:])[repeats // 2], "latency_unit": "all users",
-            "device": device}
+            "latency_ms": latency, "latency_unit": "all users", "device": exclude.device.type}
 
 
 def load_meta_embeddings(path: str | Path, splits: CfSplits) -> tuple[torch.Tensor, torch.Tensor]:

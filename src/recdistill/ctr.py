@@ -13,8 +13,6 @@ Shapes: B batch, N rows, Fc categorical fields, G genres.
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ from recdistill.models.cin import CIN
 from recdistill.models.crossnet import CrossNet
 from recdistill.models.dagfm import DAGFM
 from recdistill.params import CtrDistillParams, CtrTeacherParams, DagfmParams, Params
-from recdistill.train import FitResult, fit, load_checkpoint, save_checkpoint, seed_everything
+from recdistill.train import FitResult, fit, load_checkpoint, median_ms, save_checkpoint, seed_everything
 from recdistill.transfer.kd_dagfm import KdResult, kd_dagfm
 
 __all__ = ["Role", "TEACHERS", "MODELS", "build_model", "teacher_config", "student_config",
@@ -159,17 +157,7 @@ def latency_ms(model: nn.Module, split: CtrSplit, repeats: int = 7) -> float:
     index = torch.arange(LATENCY_ROWS, device=split.ids.device) % len(split)  # (10k,)
     ids, multi = split.ids[index], split.multi[index]  # (10k, Fc), (10k, G)
     model.eval()
-    times = []
-    for i in range(repeats + 1):
-        if ids.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model(ids, multi)
-        if ids.is_cuda:
-            torch.cuda.synchronize()
-        if i:  # the first call warms up
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return median_ms(lambda: model(ids, multi), ids.device, repeats)
 
 
 def cost(model: nn.Module, split: CtrSplit) -> dict[str, Any]:

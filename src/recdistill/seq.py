@@ -19,7 +19,6 @@ I items (tokens 1..I, 0 = padding), C candidates.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from recdistill.data.sequences import SeqBatch, SeqSplit, Split, history_mask, s
 from recdistill.metrics import hr_at_k, ndcg_at_k, topk_items
 from recdistill.models.sasrec import SASRec
 from recdistill.params import Params, SasrecParams, SeqDistillParams
-from recdistill.train import FitResult, fit, load_checkpoint, seed_everything
+from recdistill.train import FitResult, fit, load_checkpoint, median_ms, seed_everything
 from recdistill.transfer.soft_targets import blend, next_item_bce, soft_target_kl
 
 __all__ = ["Role", "Ranking", "SeqRun", "TeacherTargets", "build_sasrec", "rank", "popularity_counts",
@@ -210,18 +209,15 @@ def train_sasrec(split: SeqSplit, arch: SasrecParams, *, seed: int, device: torc
 
 @torch.no_grad()
 def latency_ms(scorer: Scorer, split: SeqSplit, *, repeats: int = 5, batch_size: int = 512) -> float:
-    """Wall time (ms) to score every item for all users' test inputs: the best of
-    ``repeats`` timed passes (the least disturbed by other processes) after a warm-up."""
+    """Wall time (ms) to score every item for all users' test inputs: the median of
+    ``repeats`` timed passes after a warm-up."""
     inputs, _ = split.inputs("test")
-    times = []
-    for _ in range(repeats + 1):  # the first pass warms up
-        start = time.perf_counter()
+
+    def score_all() -> None:
         for s in range(0, len(inputs), batch_size):
             scorer(inputs[s:s + batch_size])
-        if inputs.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(1000 * (time.perf_counter() - start))
-    return min(times[1:])
+
+    return median_ms(score_all, inputs.device, repeats)
 
 
 @dataclass

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -35,3 +38,23 @@ def autocast(runtime: RuntimeParams, device: torch.device) -> contextlib.Abstrac
     if runtime.amp == "none" or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=_AMP_DTYPES[runtime.amp])
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+    """Median wall time (ms) of ``fn()`` over ``repeats`` calls after one warm-up call;
+    CUDA is synchronised around each call so queued kernels are counted.
+
+    >>> median_ms(lambda: sum(range(10)), torch.device("cpu")) >= 0
+    True
+    """
+    times = []
+    for call in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if call:  # the first call warms up
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
