@@ -22,6 +22,7 @@ from recdistill import cf, params
 from recdistill.data.interactions import load_cf_splits
 from recdistill.params import LightGcnParams, MfParams
 from recdistill.transfer.cross_fusion import CrossFusion
+from recdistill.train import configure_cpu
 
 import machine  # benchmarks/machine.py (run from the repository root)
 
@@ -74,8 +75,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     p = params.load(args.params)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = [row for d in devices for row in bench_device(p, args.data, d, args.epochs)]

@@ -28,6 +28,7 @@ import machine  # benchmarks/machine.py (run from the repository root)
 from recdistill import params
 from recdistill.coldstart.graphs import ScenarioGraph, build_graph, graph_from_payload
 from recdistill.coldstart.training import NeighborSampler, Ratings, evaluate, train_agnn
+from recdistill.train import configure_cpu
 
 
 def time_neighbors(p: params.Params, canonical: Path, prepared: Path) -> tuple[dict[str, Any], dict[str, ScenarioGraph]]:
@@ -70,15 +71,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     p = params.load("params.yaml")
-    torch.set_num_threads(max(args.threads))
+    configure_cpu(max(args.threads))
     neighbors, graphs = time_neighbors(p, args.canonical, args.prepared)
     print(f"neighbors (cpu, {torch.get_num_threads()} threads): {neighbors['seconds']} "
           f"total {neighbors['total_seconds']:.2f} s", flush=True)
     setups = [("cpu", t) for t in args.threads] + ([("cuda", 0)] if torch.cuda.is_available() else [])
     rows = []
     for device, threads in setups:
-        if threads:
-            torch.set_num_threads(threads)
+        configure_cpu(threads)
         for scenario in args.scenarios or p.neighbors.scenarios:
             split = {s: pd.read_parquet(args.prepared / scenario / f"{s}.parquet") for s in ("train", "valid", "test")}
             row = {"device": device, "threads": threads or None, "scenario": scenario,

@@ -28,7 +28,7 @@ from recdistill.models.crossnet import CrossNet
 from recdistill.models.dagfm import DAGFM
 
 import machine  # benchmarks/machine.py (run from the repository root)
-from recdistill.train import seed_everything
+from recdistill.train import configure_cpu, seed_everything
 
 MODELS = ("crossnet", "cin", "dagfm-outer", "dagfm-inner", "dagfm-distill")
 
@@ -84,8 +84,7 @@ def main() -> None:
     setups = [("cpu", t) for t in args.threads] + ([("cuda", 0)] if torch.cuda.is_available() else [])
     rows = []
     for device, threads in setups:
-        if threads:
-            torch.set_num_threads(threads)
+        configure_cpu(threads)
         f = features.to(device)
         for name in args.models:
             row = {"device": device, "threads": threads or None, **measure(name, p, f, args.epochs)}

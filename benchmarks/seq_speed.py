@@ -25,6 +25,7 @@ import torch
 from recdistill import params, seq
 from recdistill.data.sequences import SeqSplit, load_seq_split
 from recdistill.models.sasrec import SASRec
+from recdistill.train import configure_cpu
 
 import machine  # benchmarks/machine.py (run from the repository root)
 
@@ -76,8 +77,7 @@ def main() -> None:
         runs.append((torch.device("cuda"), args.threads[-1]))
     rows = []
     for device, threads in runs:
-        if threads:
-            torch.set_num_threads(threads)
+        configure_cpu(threads)
         split = load_seq_split(args.data, n_items=n_items, max_len=p.train.seq.max_len, device=device)
         rows += bench_device(p, split, device, args.epochs)
     print(f"{'model':22} {'device':6} {'thr':>3} {'s/epoch':>8} {'pos/s':>9} {'x350s':>6} {'score ms':>9} {'params':>8}")

@@ -59,19 +59,38 @@ def test_crossnet_matrix_network_matches_numpy() -> None:
 
 def test_cin_shape_and_hand_computed_value() -> None:
     model = CIN(**ONE_FIELD, embed_dim=2, depth=1, layer_size=1)
-    assert model.compress(torch.zeros(7, 2, 2), torch.zeros(7, 2, 2), 0).shape == (7, 2, 1)
+    assert model.compress(torch.zeros(2, 14), torch.zeros(2, 14), 0).shape == (1, 14)
     with torch.no_grad():
         model.maps[0].copy_(torch.tensor([[1.0, 0.5, -1.0, 2.0]]))  # W_ij, (i, j) in row-major
         model.head.weight.fill_(0.1)
         model.head.bias.fill_(-1.0)
         model.linear.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.5]]))  # reads field 1, d=1
     emb = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # X0: field 0 = (1, 2), field 1 = (3, 4)
-    x0 = emb.transpose(1, 2)  # (B, D, F)
+    x0 = emb[0]  # (F, N) with N = D for one example
     # d=0: 1*1*1 + 0.5*1*3 - 1*3*1 + 2*3*3 = 17.5; d=1: 4 + 0.5*8 - 8 + 2*16 = 32
-    assert_close(model.compress(x0, x0, 0), torch.tensor([[[17.5], [32.0]]]))
+    assert_close(model.compress(x0, x0, 0), torch.tensor([[17.5, 32.0]]))
     assert_close(model.interact(emb), torch.tensor([0.1 * 49.5 - 1.0 + 0.5 * 4.0]))
     deep = CIN(**ONE_FIELD, embed_dim=2, depth=3, layer_size=4, mlp_dims=(5,))
     assert deep.interact(torch.randn(6, 2, 2)).shape == (6,)
+
+
+def test_cin_matches_the_paper_equation_per_example() -> None:
+    """A batch of 3 through 2 layers against xDeepFM's equation evaluated one example, one
+    feature map and one (i, j) pair at a time in float64."""
+    torch.manual_seed(0)
+    model = CIN(cardinalities=(3, 4), n_multi=3, embed_dim=4, depth=2, layer_size=3).double()
+    emb = torch.randn(3, 3, 4, dtype=torch.float64)  # (B, F, D)
+    W = [w.detach().view(w.shape[0], -1, 3) for w in model.maps]  # (H_k, H_{k-1}, F)
+    v, c = model.head.weight.detach()[0], model.head.bias.item()
+    expected = []
+    for x0 in emb:  # (F, D)
+        x, pooled = x0, []
+        for w in W:
+            x = torch.stack([sum(w[h, i, j] * x[i] * x0[j] for i in range(x.shape[0]) for j in range(3))
+                             for h in range(w.shape[0])])  # (H, D)
+            pooled.extend(x.sum(dim=1))
+        expected.append(sum(a * b for a, b in zip(v, pooled)) + c + model.linear(x0.reshape(1, -1))[0, 0])
+    assert_close(model.interact(emb), torch.stack(expected).detach())
 
 
 def naive_dagfm(model: DAGFM, emb: torch.Tensor) -> torch.Tensor:
