@@ -18,12 +18,11 @@ Usage: python stages/cf_train.py distill data/prepared/cf models/cf/distilled-s0
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
-from recdistill import params, tracking
+from recdistill import cli, params, tracking
 from recdistill.cf import run_cf
 from recdistill.io import atomic_path, write_json, write_parquet
 from recdistill.train import resolve_device, save_checkpoint
@@ -41,23 +40,14 @@ def stage_params(p: params.Params, role: str) -> dict[str, Any]:
     return {**own, "evaluate.ks": list(p.evaluate.ks)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__, seeded=True)
     parser.add_argument("role", choices=sorted(MODEL), help="which cf model to train")
     parser.add_argument("data", type=Path, help="folder with the cf train/valid/test Parquet files")
     parser.add_argument("out", type=Path, help="output folder (model.pt, run.json, ...)")
     parser.add_argument("metrics", type=Path, help="metrics JSON to write")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (one of params seeds)")
     parser.add_argument("--meta", type=Path, help="meta model checkpoint (role distill only)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    p = params.load(args.params)
-    if args.seed not in p.seeds:
-        parser.error(f"--seed {args.seed} is not in params seeds {list(p.seeds)}")
+    args, p = cli.parse(parser, argv)
     if (args.role == "distill") != (args.meta is not None):
         parser.error("--meta is required for role distill and only for it")
     device = resolve_device(p.runtime)

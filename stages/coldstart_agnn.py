@@ -14,14 +14,13 @@ learning-curve PNG, the history, the final metrics and the checkpoint's md5.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from recdistill import params
+from recdistill import cli
 from recdistill.coldstart.graphs import graph_from_payload
 from recdistill.coldstart.training import curve_figure, metrics_record, train_agnn
 from recdistill.graph import read_pickle
@@ -32,24 +31,14 @@ from recdistill.train import resolve_device, save_checkpoint
 log = logging.getLogger("coldstart_agnn")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__, seeded=True)
     parser.add_argument("scenario", choices=("warm", "ics", "ucs"), help="coldstart scenario")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (one of params.yaml seeds)")
     parser.add_argument("--graph", type=Path, required=True, help="neighbor pickle, e.g. data/neighbors/ics.pkl")
     parser.add_argument("--split", type=Path, required=True, help="folder of the scenario's split Parquet files")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/coldstart/agnn-ics-s0")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics JSON, e.g. metrics/coldstart/agnn-ics-s0.json")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    p = params.load(args.params)
-    if args.seed not in p.seeds:
-        raise SystemExit(f"--seed {args.seed} is not in params.yaml seeds {list(p.seeds)}")
+    args, p = cli.parse(parser, argv)
     graph = graph_from_payload(read_pickle(args.graph))
     if graph.scenario != args.scenario:
         raise SystemExit(f"{args.graph} holds the neighbors of {graph.scenario!r}, not {args.scenario!r}")

@@ -14,13 +14,12 @@ prediction) and run.json; the ``--metrics`` JSON
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from recdistill import params
+from recdistill import cli
 from recdistill.coldstart.baselines import run_baselines
 from recdistill.io import atomic_path, write_json, write_parquet
 from recdistill.tracking import stage_run
@@ -28,22 +27,15 @@ from recdistill.tracking import stage_run
 log = logging.getLogger("coldstart_baselines")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("scenario", choices=("warm", "ics", "ucs"), help="coldstart scenario")
     parser.add_argument("--split", type=Path, required=True, help="folder of the scenario's split Parquet files")
     parser.add_argument("--canonical", type=Path, required=True, help="folder of the canonical tables")
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/coldstart/baselines-ics")
     parser.add_argument("--metrics", type=Path, required=True,
                         help="metrics JSON, e.g. metrics/coldstart/baselines-ics.json")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    p = params.load(args.params)
+    args, p = cli.parse(parser, argv)
     split = {name: pd.read_parquet(args.split / f"{name}.parquet") for name in ("train", "valid", "test")}
     tables = {name: pd.read_parquet(args.canonical / f"{name}.parquet")
               for name in ("users", "items", "attributes")}

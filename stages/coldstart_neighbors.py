@@ -13,14 +13,13 @@ Out: ``OUT`` pickle (plain dicts of numpy arrays; load it with
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from recdistill import params
+from recdistill import cli
 from recdistill.coldstart.graphs import build_graph
 from recdistill.graph import write_pickle
 from recdistill.tracking import stage_run
@@ -28,21 +27,14 @@ from recdistill.tracking import stage_run
 log = logging.getLogger("coldstart_neighbors")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("scenario", choices=("warm", "ics", "ucs"), help="coldstart scenario")
     parser.add_argument("out", type=Path, help="output pickle, e.g. data/neighbors/ics.pkl")
     parser.add_argument("--canonical", type=Path, required=True, help="folder of the canonical tables")
     parser.add_argument("--train", type=Path, required=True,
                         help="the scenario's train ratings, e.g. data/prepared/coldstart/ics/train.parquet")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    p = params.load(args.params)
+    args, p = cli.parse(parser, argv)
     with stage_run("neighbors", args.scenario, track="coldstart", role="data",
                    params={"neighbors": p.neighbors}, experiment=p.tracking.experiment) as run:
         start = time.perf_counter()

@@ -15,12 +15,11 @@ label, score on test), written as a whole; the ``--metrics`` JSON (AUC, LogLoss,
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
-from recdistill import params
+from recdistill import cli
 from recdistill.ctr import METRIC_ROLES, run_ctr, write_outputs
 from recdistill.data.ctr_features import load_features
 from recdistill.io import atomic_path, write_json
@@ -30,29 +29,17 @@ from recdistill.train import CheckpointError, resolve_device
 log = logging.getLogger("ctr_train")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__, seeded=True)
     parser.add_argument("role", choices=("teacher", "distill", "alone"), help="which model to train")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (one of params seeds)")
     parser.add_argument("--prepared", type=Path, required=True, help="folder of the ctr split Parquets")
     parser.add_argument("--canonical", type=Path, required=True, help="folder of the canonical tables")
     parser.add_argument("--out", type=Path, required=True, help="e.g. models/ctr/teacher-s0")
     parser.add_argument("--metrics", type=Path, required=True, help="e.g. metrics/ctr/teacher-s0.json")
     parser.add_argument("--teacher", type=Path, help="teacher model.pt (required for distill)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    args = parser.parse_args(argv)
+    args, p = cli.parse(parser, argv)
     if args.role == "distill" and args.teacher is None:
         parser.error("the distill role needs --teacher PATH (the teacher's model.pt)")
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    p = params.load(args.params)
-    if args.seed not in p.seeds:
-        raise SystemExit(f"--seed {args.seed} is not in params.yaml seeds {list(p.seeds)}")
     if args.role == "distill" and not args.teacher.is_file():
         raise SystemExit(f"ctr-distill: teacher checkpoint {args.teacher} does not exist; "
                          f"train it first (dvc repro ctr-teacher@{args.seed})")

@@ -6,27 +6,23 @@ data/external/). Out: OUT_DIR/{ratings,users,items,attributes}.parquet + manifes
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from pathlib import Path
 
-from recdistill import params, tracking
+from recdistill import cli, tracking
 from recdistill.data.canonical import write_canonical
 from recdistill.data.download import acquire
 
 log = logging.getLogger("download")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("out_dir", type=Path, help="directory for the canonical tables")
     parser.add_argument("--manual-dir", type=Path, default=Path("data/external"),
                         help="archives placed here by hand are used before any network access")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args()
-    p = params.load(args.params)
+    args, p = cli.parse(parser, argv)
     cfg = p.download
     with tracking.stage_run("download", "", track="data", role="data",
                             params={"download": cfg}, experiment=p.tracking.experiment) as run:
@@ -44,5 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     main()

@@ -12,7 +12,6 @@ Fails if a reported test metric is not reproduced by the saved predictions.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import fields
@@ -22,24 +21,21 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed
 
-from recdistill import params, report, tracking  # noqa: E402
+from recdistill import cli, report, tracking  # noqa: E402
 from recdistill.io import atomic_path, write_json, write_text  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("metrics_dir", type=Path, help="metrics/ (reads <track>/*.json)")
     parser.add_argument("models_dir", type=Path, help="models/ (reads <track>/<model>-s<seed>/)")
     parser.add_argument("prepared_dir", type=Path, help="data/prepared (cf and seq test splits)")
     parser.add_argument("summary_json", type=Path, help="out: metrics/summary.json")
     parser.add_argument("report_md", type=Path, help="out: reports/summary.md")
     parser.add_argument("plots_dir", type=Path, help="out: directory of the PNG figures")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args()
-    p = params.load(args.params)
+    args, p = cli.parse(parser, argv)
     identity = {f.name: getattr(p, f.name) for f in fields(p) if f.name not in ("runtime", "tracking")}
     with tracking.stage_run("evaluate", "", track="all", role="summary",
                             params={"evaluate": p.evaluate, "seeds": list(p.seeds)},
@@ -89,5 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     main()

@@ -7,11 +7,10 @@ a DVC metric).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from recdistill import params, tracking
+from recdistill import cli, tracking
 from recdistill.data.canonical import load_canonical
 from recdistill.data.splits import make_all
 from recdistill.io import atomic_path, write_json
@@ -19,15 +18,12 @@ from recdistill.io import atomic_path, write_json
 log = logging.getLogger("prepare")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__)
     parser.add_argument("canonical_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("summary_json", type=Path)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args()
-    p = params.load(args.params)
+    args, p = cli.parse(parser, argv)
     with tracking.stage_run("prepare", "", track="data", role="data", params={"data": p.data},
                             experiment=p.tracking.experiment) as run:
         c = load_canonical(args.canonical_dir)
@@ -51,5 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     main()

@@ -15,13 +15,13 @@ Usage: seq_train.py ROLE --seed S --data data/prepared/seq --items data/canonica
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from recdistill import params, seq, tracking
+from recdistill import cli, seq, tracking
 from recdistill.data.sequences import load_seq_split
 from recdistill.io import atomic_path, write_json, write_parquet
 from recdistill.train import resolve_device, save_checkpoint
@@ -31,30 +31,27 @@ MODEL = {"teacher": "teacher", "distill": "distilled", "alone": "alone", "popula
 ROLE_TAG = {"teacher": "teacher", "distill": "student", "alone": "alone", "popular": "baseline"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = cli.stage_parser(__doc__, seeded=True)
     parser.add_argument("role", choices=sorted(MODEL), help="which model of the seq track")
     parser.add_argument("out_dir", type=Path, help="models/seq/<model>-s<seed>/")
     parser.add_argument("metrics", type=Path, help="metrics/seq/<model>-s<seed>.json")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (one of params seeds)")
     parser.add_argument("--data", type=Path, default=Path("data/prepared/seq"), help="seq split dir")
     parser.add_argument("--items", type=Path, default=Path("data/canonical/items.parquet"),
                         help="canonical items table (its row count is the catalogue size)")
     parser.add_argument("--teacher", type=Path, help="teacher model.pt (role distill only)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args, p = cli.parse(parser, argv)
     if (args.role == "distill") != (args.teacher is not None):
         parser.error("--teacher is required for role distill and only for it")
-
-    p = params.load(args.params)
     device = resolve_device(p.runtime)
     n_items = len(pd.read_parquet(args.items, columns=["item"]))
     split = load_seq_split(args.data, n_items=n_items, max_len=p.train.seq.max_len, device=device)
-    read = {"teacher": {"train.seq": p.train.seq},
-            "distill": {"distill.seq": p.distill.seq, "train.seq.max_len": p.train.seq.max_len},
-            "alone": {"distill.seq.student": p.distill.seq.student, "train.seq.max_len": p.train.seq.max_len},
-            "popular": {}}[args.role]
+    reads: dict[str, dict[str, Any]] = {  # the params each role reads (as in dvc.yaml)
+        "teacher": {"train.seq": p.train.seq},
+        "distill": {"distill.seq": p.distill.seq, "train.seq.max_len": p.train.seq.max_len},
+        "alone": {"distill.seq.student": p.distill.seq.student, "train.seq.max_len": p.train.seq.max_len},
+        "popular": {}}
+    read = reads[args.role]
     read = {**read, "evaluate.ks": list(p.evaluate.ks),
             "evaluate.sampled_negatives": p.evaluate.sampled_negatives, "data.seed": p.data.seed}
     model_name = MODEL[args.role]
