@@ -1,0 +1,141 @@
+"""``reports/summary.md``: the per-track comparison tables, provenance and run links."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from recdistill.report.specs import TRACKS, TrackSpec, higher_is_better
+from recdistill.report.summary import Evaluation, ModelSummary, Run, gains
+
+@dataclass(frozen=True)
+class Provenance:
+    commit: str
+    params_hash: str
+    data_manifest: str
+
+
+
+def _teacher(models: Sequence[ModelSummary], m: ModelSummary) -> ModelSummary | None:
+    teachers = [t for t in models if t.role == "teacher" and t.scenario == m.scenario]
+    return teachers[0] if len(teachers) == 1 else None
+
+
+def _fmt_metric(mean_std: tuple[float, float] | None, n: int) -> str:
+    if mean_std is None:
+        return "—"
+    return f"{mean_std[0]:.4f}" + (f" ± {mean_std[1]:.4f}" if n > 1 else "")
+
+
+def _fmt_ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "—"
+    return f"{value / base:.2f}×" if value / base >= 0.01 else "<0.01×"
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.2f}" if ms >= 0.1 else f"{ms:.2g}"
+
+
+def _fmt_gain(g: float | None) -> str:
+    return "—" if g is None else f"{g:+.2%}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _track_markdown(track: str, models: Sequence[ModelSummary], runs: Sequence[Run],
+                    spec: TrackSpec, tolerance: float) -> list[str]:
+    columns = [c for c in spec.columns if any(c in m.metrics for m in models)]
+    scenarios = any(m.scenario for m in models)
+    units = {m.latency_unit for m in models if m.latency_unit}
+    unit = f" ({units.pop()})" if len(units) == 1 else ""
+    head = (["scenario"] if scenarios else []) + ["model", "role", "seeds", *columns, "params",
+                                                   "params ×teacher", "MACs/example",
+                                                   f"latency ms{unit}", "latency ×teacher"]
+    direction = "higher" if higher_is_better(spec.main) else "lower"
+    lines = [f"## {track}", "", f"Main metric `{spec.main}` ({direction} is better).", "",
+             _row(head), _row(["---"] * len(head))]
+    all_gains = gains(models, spec)
+
+    def gain_rows(scenario: str | None) -> list[str]:
+        return [_row(([scenario or ""] if scenarios else [])
+                     + [f"gain: {g.model} vs {g.base}", "", "",
+                        *(_fmt_gain(g.values.get(c)) for c in columns), "", "", "", "", ""])
+                for g in all_gains if g.scenario == scenario]
+
+    previous = models[0].scenario if models else None
+    for m in models:
+        if m.scenario != previous:  # the gains of the scenario group that just ended
+            lines += gain_rows(previous)
+            previous = m.scenario
+        t = _teacher(models, m)
+        latency = "—" if m.latency_ms is None else _fmt_ms(m.latency_ms) + (
+            "" if unit or not m.latency_unit else f" ({m.latency_unit})")
+        same_unit = t is not None and t.latency_unit == m.latency_unit
+        cells = [m.model, m.role, str(len(m.seeds)),
+                 *(_fmt_metric(m.metrics.get(c), len(m.seeds)) for c in columns),
+                 "—" if m.params is None else f"{m.params:,}",
+                 _fmt_ratio(m.params, t.params if t else None),
+                 "—" if m.macs_per_example is None else f"{m.macs_per_example:,}", latency,
+                 _fmt_ratio(m.latency_ms, t.latency_ms if t and same_unit else None)]
+        lines.append(_row(([m.scenario or ""] if scenarios else []) + cells))
+    lines += gain_rows(previous)
+    ok = [r for r in runs if r.checked]
+    checked = sorted({k for r in ok for k in r.checked})
+    lines += ["", f"Recomputed from the saved test predictions (within {tolerance:g}): "
+              f"{len(ok)} of {len(runs)} runs" + (f" ({', '.join(checked)})." if checked else ".")]
+    unchecked = sorted(f"{r.result.model}-s{r.result.seed}" for r in runs if not r.checked)
+    if unchecked:
+        lines.append(f"Not recomputed (no predictions): {', '.join(unchecked)}.")
+    return lines + [""]
+
+
+def render_markdown(ev: Evaluation, *, provenance: Provenance, figures: Mapping[str, str],
+                    tolerance: float, tracks: Mapping[str, TrackSpec] = TRACKS) -> str:
+    """``reports/summary.md``: provenance, one table per track, links to the figures.
+
+    Args:
+        figures: link text -> path relative to the report (``"../plots/quality_cost.png"``).
+    """
+    trained = sorted({r.link["git.commit"] for r in ev.runs if r.link and "git.commit" in r.link})
+    lines = ["# recdistill: what the transfer bought, and at what cost", "",
+             f"- commit: `{provenance.commit}`",
+             f"- params hash: `{provenance.params_hash}`",
+             f"- data manifest: `{provenance.data_manifest}`",
+             f"- models trained at: {', '.join(f'`{c}`' for c in trained) or '—'}", "",
+             ("Test metrics are the mean ± sample std over seeds. A gain row is the relative "
+              "improvement of the first model over the second (positive = better). "
+              "×teacher is a cost as a fraction of the teacher's."), ""]
+    for track, spec in tracks.items():
+        if track in ev.tracks:
+            runs = [r for r in ev.runs if r.result.track == track]
+            lines += _track_markdown(track, ev.tracks[track], runs, spec, tolerance)
+        else:
+            lines += [f"## {track}", "", "No results yet.", ""]
+    lines += ["## Figures", ""] + [f"- [{text}]({link})" for text, link in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def links_markdown(ev: Evaluation, limit: int = 8000) -> str:
+    """The summary run's MLflow description: per track, a table of links (model x seed) to
+    the runs that trained each checkpoint, as their run.json records them. Cut to ``limit``
+    characters (MLflow's tag limit); linked_runs.json holds them all."""
+    lines = ["Training runs of each checkpoint (from its DVC-cached run.json).", ""]
+    for track, models in ev.tracks.items():
+        runs = [r for r in ev.runs if r.result.track == track and r.link]
+        seeds = sorted({r.result.seed for r in runs})
+        if not runs:
+            continue
+        lines += [f"**{track}**", "", _row(["model", *(f"seed {s}" for s in seeds)]),
+                  _row(["---"] * (len(seeds) + 1))]
+        for m in models:
+            by_seed = {r.result.seed: r.link for r in runs if r.result.model == m.model}
+            lines.append(_row([m.model, *(
+                f"[{link['run_id'][:8]}](#/experiments/{link.get('experiment_id', '0')}"
+                f"/runs/{link['run_id']})" if (link := by_seed.get(s)) else "—" for s in seeds)]))
+        lines.append("")
+    text = "\n".join(lines)
+    tail = "\n\n(cut: see the artifact linked_runs.json)"
+    return text if len(text) <= limit else text[:limit - len(tail)] + tail

@@ -1,0 +1,181 @@
+"""Aggregation over seeds (mean, sample std), gain rows and the whole evaluation:
+gather, verify, read histories and links, summarize; and ``metrics/summary.json``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recdistill.report.recompute import read_table, verify
+from recdistill.report.results import Result, gather, read_history, read_run_link
+from recdistill.report.specs import (
+    ROLES,
+    SCENARIOS,
+    TRACKS,
+    ReportError,
+    TrackSpec,
+    higher_is_better,
+    relative_gain,
+)
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Run:
+    """One model at one seed with what the evaluate stage found beside its metrics."""
+
+    result: Result
+    checked: tuple[str, ...]  # test metrics recomputed from predictions and matched
+    history: list[dict[str, float]] | None
+    link: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    track: str
+    model: str
+    role: str
+    scenario: str | None
+    seeds: tuple[int, ...]
+    metrics: dict[str, tuple[float, float]]  # mean, sample std over seeds
+    params: int | None
+    macs_per_example: int | None
+    latency_ms: float | None  # mean over seeds
+    latency_unit: str | None
+    seconds_per_epoch: float | None
+    checked_runs: int  # seeds whose test metrics were recomputed and matched
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def scenario_order(scenario: str | None) -> tuple[int, str]:
+    return (SCENARIOS.index(scenario), "") if scenario in SCENARIOS else (len(SCENARIOS), scenario or "")
+
+
+def summarize(runs: Sequence[Run]) -> dict[str, list[ModelSummary]]:
+    """Per track, one summary per model (mean ± std over its seeds), in table order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.result.track, run.result.model), []).append(run)
+    out: dict[str, list[ModelSummary]] = {}
+    for (track, model), group in groups.items():
+        results = sorted((g.result for g in group), key=lambda r: r.seed)
+        roles = {r.role for r in results}
+        if len(roles) > 1:
+            raise ReportError(f"{track} {model}: role differs between seeds ({sorted(roles)}) in "
+                              + ", ".join(str(r.source) for r in results))
+        keys = sorted(set.intersection(*(set(r.metrics) for r in results)))
+        partial = set.union(*(set(r.metrics) for r in results)) - set(keys)
+        if partial:
+            log.warning("%s %s: %s missing for some seeds; left out", track, model, sorted(partial))
+        out.setdefault(track, []).append(ModelSummary(
+            track=track, model=model, role=results[0].role, scenario=results[0].scenario,
+            seeds=tuple(r.seed for r in results),
+            metrics={k: _mean_std([r.metrics[k] for r in results]) for k in keys},
+            params=results[0].params, macs_per_example=results[0].macs_per_example,
+            latency_ms=_mean_or_none(r.latency_ms for r in results),
+            latency_unit=results[0].latency_unit,
+            seconds_per_epoch=_mean_or_none(r.seconds_per_epoch for r in results),
+            checked_runs=sum(bool(g.checked) for g in group)))
+    for models in out.values():
+        models.sort(key=lambda m: (scenario_order(m.scenario), ROLES.index(m.role), m.model))
+    return dict(sorted(out.items(), key=lambda kv: list(TRACKS).index(kv[0])
+                       if kv[0] in TRACKS else len(TRACKS)))
+
+
+@dataclass(frozen=True)
+class Gain:
+    model: str
+    base: str
+    scenario: str | None
+    values: dict[str, float | None]  # metric -> relative gain (positive = better)
+
+
+def gains(models: Sequence[ModelSummary], spec: TrackSpec) -> list[Gain]:
+    """Transferred student vs student alone, or (coldstart) each model vs the best baseline
+    of its scenario by the main metric."""
+    pairs: list[tuple[ModelSummary, ModelSummary]] = []
+    for m in models:
+        peers = [b for b in models if b.scenario == m.scenario]
+        if spec.gain == "student-vs-alone" and m.role == "student":
+            pairs += [(m, b) for b in peers if b.role == "alone"]
+        elif spec.gain == "vs-best-baseline" and m.role != "baseline":
+            bases = [b for b in peers if b.role == "baseline" and spec.main in b.metrics]
+            if bases and spec.main in m.metrics:
+                sign = 1 if higher_is_better(spec.main) else -1
+                pairs.append((m, max(bases, key=lambda b: sign * b.metrics[spec.main][0])))
+    return [Gain(m.model, b.model, m.scenario,
+                 {k: relative_gain(m.metrics[k][0], b.metrics[k][0], k)
+                  for k in m.metrics if k in b.metrics and k.startswith("test/")})
+            for m, b in pairs]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    tracks: dict[str, list[ModelSummary]]  # the tracks with results, in TRACKS order
+    missing: tuple[str, ...]  # tracks without results yet
+    runs: tuple[Run, ...]
+
+
+def _run_dir(models_root: Path, r: Result) -> Path | None:
+    for name in (f"{r.model}-s{r.seed}", f"{r.name_in_file}-s{r.seed}", r.source.stem):
+        if (models_root / r.track / name).is_dir():
+            return models_root / r.track / name
+    return None
+
+
+def build(metrics_root: Path, models_root: Path, prepared_root: Path, *, ks: Sequence[int],
+          tolerance: float, seeds: Sequence[int] | None = None,
+          tracks: Mapping[str, TrackSpec] = TRACKS) -> Evaluation:
+    """Gather, verify against predictions, read histories and run links, summarize."""
+    results, missing = gather(metrics_root, tracks, seeds)
+    tests: dict[str, pd.DataFrame] = {}
+    runs = []
+    for r in results:
+        spec, run_dir = tracks[r.track], _run_dir(models_root, r)
+        if spec.test_split and r.track not in tests:
+            tests[r.track] = read_table(prepared_root / spec.test_split)
+        checked = verify(r, run_dir, spec, test=tests.get(r.track), ks=ks, tolerance=tolerance)
+        history = link = None
+        if run_dir is not None and (run_dir / "history.json").is_file():
+            history = read_history(run_dir / "history.json")
+        if run_dir is not None and (run_dir / "run.json").is_file():
+            link = read_run_link(run_dir / "run.json")
+        elif r.role != "baseline":
+            log.warning("%s %s seed %d: no run.json; its training run is not linked",
+                        r.track, r.model, r.seed)
+        runs.append(Run(r, checked, history, link))
+    return Evaluation(summarize(runs), missing, tuple(runs))
+
+
+def summary_json(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) -> dict[str, Any]:
+    """``metrics/summary.json``: per track, per model: mean/std of each test metric, cost;
+    and per gain row (``"gain: <model> vs <base>"``) the relative gain of each test metric."""
+    out: dict[str, Any] = {}
+    for track, models in ev.tracks.items():
+        out[track] = {m.model: {
+            "role": m.role, "seeds": len(m.seeds),
+            **{k: {"mean": mean, "std": std} for k, (mean, std) in m.metrics.items()
+               if k.startswith("test/")},
+            "params": m.params, "macs_per_example": m.macs_per_example,
+            "latency_ms": m.latency_ms, "latency_unit": m.latency_unit,
+            "seconds_per_epoch": m.seconds_per_epoch, "recomputed_runs": m.checked_runs,
+            **({"scenario": m.scenario} if m.scenario else {})} for m in models}
+        if track in tracks:
+            out[track].update({f"gain: {g.model} vs {g.base}": g.values
+                               for g in gains(models, tracks[track])})
+    return out
