@@ -1,4 +1,5 @@
-# Two entry points (README): `make repro` runs the pipeline, `make test` runs the tests.
+# Two entry points (README): `make repro` runs the pipeline, `make test` type-checks
+# (mypy, configured in pyproject.toml) and runs the tests.
 # Both create .venv on first use. torch is pinned to 2.13.0 so a CPU machine gets the CPU
 # build; a GPU user installs a CUDA build of torch 2.13.0 into .venv first (README).
 VENV := .venv
@@ -21,6 +22,7 @@ repro: setup
 	dvc repro
 
 test: setup
+	mypy
 	pytest
 
 clean-venv:

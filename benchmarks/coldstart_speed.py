@@ -33,7 +33,8 @@ from recdistill.train import configure_cpu
 
 def time_neighbors(p: params.Params, canonical: Path, prepared: Path) -> tuple[dict[str, Any], dict[str, ScenarioGraph]]:
     tables = {name: pd.read_parquet(canonical / f"{name}.parquet") for name in ("users", "items", "attributes")}
-    seconds, graphs = {}, {}
+    seconds: dict[str, float] = {}
+    graphs: dict[str, ScenarioGraph] = {}
     for scenario in p.neighbors.scenarios:
         train = pd.read_parquet(prepared / scenario / "train.parquet")
         start = time.perf_counter()

@@ -35,10 +35,9 @@ def test_cuda_without_a_gpu_is_a_clear_error() -> None:
 
 
 FAULTS_PER_STEPS = """
-import resource, sys, torch
+import resource, torch
 from recdistill.train.device import retain_freed_memory
-if sys.argv[1] == "retain":
-    assert retain_freed_memory()
+assert retain_freed_memory()
 def step():  # a training step's worth of short-lived tensors: three of 10 MB, freed together
     tensors = [torch.ones(10 << 18) for _ in range(3)]
     del tensors
@@ -53,13 +52,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_freed_memory_is_reused_without_page_faults() -> None:
-    """In a fresh process each, 20 steps page-fault their tensors back in under glibc's
-    defaults (about 100k minor faults here) and not at all once the heap keeps them."""
-    def faults(mode: str) -> int:
-        run = subprocess.run([sys.executable, "-c", FAULTS_PER_STEPS, mode], capture_output=True,
+    """In a fresh process, 20 steps touch 150k pages of new tensors; with the heap keeping
+    freed memory they are served without page faults. (glibc's defaults fault about 100k
+    of them back in, but not on every run: it depends on the heap's layout at start.)"""
+    touched = 20 * 3 * (10 << 20) // 4096  # pages
+    for _ in range(3):
+        run = subprocess.run([sys.executable, "-c", FAULTS_PER_STEPS], capture_output=True,
                              text=True, check=True)
-        return int(run.stdout)
-
-    default, retained = faults("default"), faults("retain")
-    assert default > 10_000
-    assert retained < default / 100
+        assert int(run.stdout) < touched / 100

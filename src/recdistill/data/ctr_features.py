@@ -83,8 +83,8 @@ def raw_fields(rows: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> 
 
 
 def _genre_weights(rows: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
-    flags = items.set_index("item").loc[rows["item"].to_numpy(), list(GENRE_COLUMNS)]
-    flags = flags.to_numpy(dtype=np.float32)  # (N, G)
+    table = items.set_index("item").loc[rows["item"].to_numpy(), list(GENRE_COLUMNS)]
+    flags = table.to_numpy(dtype=np.float32)  # (N, G)
     return flags / np.maximum(flags.sum(axis=1, keepdims=True), 1.0)  # (N, G), rows sum to 1 or 0
 
 

@@ -51,6 +51,10 @@ def _linear(d_in: int, d_out: int) -> nn.Linear:
 class NodeSide(nn.Module):
     """Everything AGNN keeps for one node type: embeddings, encoders, gates, eVAE."""
 
+    attr: torch.Tensor  # buffers, registered in __init__
+    attr_t: torch.Tensor
+    cold: torch.Tensor
+
     def __init__(self, attributes: MultiHot, cold: torch.Tensor, embed_dim: int) -> None:
         super().__init__()
         n, n_attr = len(attributes.offsets) - 1, attributes.n_values

@@ -83,7 +83,7 @@ class LightGCN(nn.Module):
         x = torch.cat([self.user.weight, self.item.weight])  # (N, D) layer 0
         total = x  # (N, D)
         for _ in range(self._n_layers):
-            x = _SymmetricSpmm.apply(self.norm_adj, x)  # type: ignore[no-untyped-call]  # (N, D)
+            x = _SymmetricSpmm.apply(self.norm_adj, x)  # (N, D)
             total = total + x  # (N, D)
         mean = total / (self._n_layers + 1)  # (N, D)
         return mean[: self._n_users], mean[self._n_users:]  # (U, D), (I, D)

@@ -19,10 +19,10 @@ __all__ = ["MultiHot", "SparseRowSum", "csr_pair"]
 
 
 class MultiHot(NamedTuple):
-    """A (N, F) 0/1 matrix in CSR form: row n holds values ``index[offsets[n]:offsets[n+1]]``."""
+    """A (N, F) 0/1 matrix in CSR form: row n holds values ``columns[offsets[n]:offsets[n+1]]``."""
 
     offsets: torch.Tensor  # (N + 1,) int64
-    index: torch.Tensor  # (nnz,) int64
+    columns: torch.Tensor  # (nnz,) int64
     n_values: int  # F
 
     @classmethod
@@ -57,5 +57,5 @@ def csr_pair(m: MultiHot) -> tuple[torch.Tensor, torch.Tensor]:
     n, f = len(m.offsets) - 1, max(m.n_values, 1)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
         warnings.simplefilter("ignore", UserWarning)
-        x = torch.sparse_csr_tensor(m.offsets.long(), m.index.long(), torch.ones(len(m.index)), (n, f))
+        x = torch.sparse_csr_tensor(m.offsets.long(), m.columns.long(), torch.ones(len(m.columns)), (n, f))
         return x, x.to_sparse_coo().t().coalesce().to_sparse_csr()  # (N, F), (F, N)

@@ -131,7 +131,7 @@ def fit(
                 result.best_epoch, result.best = epoch, dict(metrics)
             else:
                 stale += 1
-            bar.set_postfix(loss=f"{row['train/loss']:.4f}", **{monitor: f"{score:.4f}"})
+            bar.set_postfix({"loss": f"{row['train/loss']:.4f}", monitor: f"{score:.4f}"})
         result.history.append(row)
         if on_epoch is not None:
             on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
