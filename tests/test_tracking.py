@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -81,3 +82,23 @@ def test_sigterm_marks_run_killed(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert _run(marker.read_text())[0].info.status == "KILLED"
+
+
+def test_next_run_ends_a_run_whose_process_is_gone() -> None:
+    """A SIGKILLed stage leaves its run RUNNING; the next run of the same stage and item on
+    the same host ends it KILLED, and leaves alone a run whose process still lives."""
+    with tracking.stage_run("orphan", "0", track="t", role="r", params={}) as first:
+        pass
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # the pid of a process that has exited
+    client = MlflowClient(tracking.tracking_uri())
+    left = {pid: client.create_run(first.experiment_id, run_name="orphan@0",  # RUNNING, as SIGKILL leaves it
+                                   tags={"host": socket.gethostname(), "pid": pid}).info.run_id
+            for pid in (gone, str(os.getpid()))}
+    with tracking.stage_run("orphan", "0", track="t", role="r", params={}) as run:
+        pass
+    ended = _run(left[gone])[0]
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["ended_by"] == "the next run found its process gone"
+    assert _run(left[str(os.getpid())])[0].info.status == "RUNNING"
+    assert _run(run.run_id)[0].info.status == "FINISHED"

@@ -2,8 +2,10 @@
 
 ``stage_run`` opens one run per stage execution, named ``<stage>@<item>``, tagged with the
 stage, item, track, role, git commit, DVC experiment name, a hash of the params the stage
-reads and the data manifest hash, and logs those params flattened with dots. The run ends
-FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other error.
+reads, the data manifest hash, and the host and process id, and logs those params
+flattened with dots. The run ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED
+on any other error. A SIGKILLed process cannot end its run; the next run of the same stage
+and item on the same host ends it KILLED once its process is gone.
 
 Store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` with artifacts
 under ``<repo>/mlartifacts`` (absolute, so ``dvc exp run --temp`` runs land in the same store).
@@ -18,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -189,6 +192,30 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _end_orphans(client: MlflowClient, experiment_id: str, name: str, host: str) -> None:
+    """End as KILLED the RUNNING runs named ``name`` whose process on ``host`` is gone
+    (SIGKILLed, or the machine lost power): no handler could end them."""
+    orphans = client.search_runs([experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and attributes.run_name = '{name}' and tags.host = '{host}'"))
+    for run in orphans:
+        pid = run.data.tags.get("pid", "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "ended_by", "the next run found its process gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.warning("mlflow run %s (%s) was left RUNNING by process %s, which is gone: "
+                        "marked KILLED", name, run.info.run_id, pid)
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str, Any],
               experiment: str = "recdistill") -> Iterator[StageRun]:
@@ -215,10 +242,12 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
                 experiment, artifact_location=(root / "mlartifacts").as_uri())
         else:
             experiment_id = found.experiment_id
-    name = f"{stage}@{item}" if item else stage
+        name, host = (f"{stage}@{item}" if item else stage), socket.gethostname()
+        _end_orphans(client, experiment_id, name, host)
     tags = {"stage": stage, "item": item, "track": track, "role": role,
             "git.commit": _git_commit(root), "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
-            "params.hash": params_hash(params), "data.manifest": _manifest_hash(root)}
+            "params.hash": params_hash(params), "data.manifest": _manifest_hash(root),
+            "host": host, "pid": str(os.getpid())}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     stage_run_ = StageRun(run.info.run_id, experiment_id, name, tags, client)
     flat = flatten(params)

@@ -2,7 +2,8 @@
 
 - The real ``ctr-teacher`` stage on the synthetic workspace, killed mid-training (SIGTERM,
   then SIGKILL): its previous model folder and metrics file stay byte-identical, its MLflow
-  run ends KILLED (SIGTERM; a SIGKILL leaves it RUNNING, no handler can run), and the next
+  run ends KILLED (SIGTERM; a SIGKILL leaves it RUNNING, no handler can run, until the next
+  run of the stage ends it KILLED), and the next
   run finishes and reproduces the earlier metrics.
 - mini_stage.py (fit + save_checkpoint + stage_run) killed at exact moments: mid-epoch and
   inside the atomic write of its out folder.
@@ -101,7 +102,8 @@ def test_ctr_stage_killed_keeps_previous_outputs_and_reruns(workspace: Path, tmp
     set_params(ws, train__ctr__epochs=2, train__ctr__patience=1)
     again = relkit.run([relkit.stage("ctr_train.py"), *CTR_ARGS], ws, store)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert relkit.run_status(store) == {"ctr-teacher@0": [*statuses, "FINISHED"]}
+    # the next run ends the SIGKILLed run, whose process is gone, KILLED
+    assert relkit.run_status(store) == {"ctr-teacher@0": [*statuses[:-1], "KILLED", "FINISHED"]}
     assert json.loads(outs[1].read_text())["metrics"] == baseline  # same params, same numbers
     state, meta = load_checkpoint(outs[0] / "model.pt")
     assert state and meta
@@ -161,7 +163,7 @@ def test_mini_stage_killed_at_exact_point(mini_base: Path, tmp_path: Path, where
     assert len(relkit.stray_temps(ws / "models")) == 1
     again = relkit.run(_mini(ws, "--epochs", "3"), ws, store)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert relkit.run_status(store)["mini@0"] == ["FINISHED", "RUNNING", "FINISHED"]
+    assert relkit.run_status(store)["mini@0"] == ["FINISHED", "KILLED", "FINISHED"]
     state, meta = load_checkpoint(outs[0] / "model.pt")
     assert meta["model"] == "mini-mf" and json.loads(outs[1].read_text())["epochs"] == 3
     latest = max(relkit.mlflow_runs(store), key=lambda r: r.info.start_time)
@@ -269,4 +271,4 @@ def test_dvc_repro_after_killed_stage_finishes(tmp_path: Path) -> None:
     _dvc(repo, store, "repro")
     assert "up to date" in _dvc(repo, store, "status").stdout
     assert load_checkpoint(repo / "models/mini/model.pt")[1]["model"] == "mini-mf"
-    assert relkit.run_status(store)["mini@0"] == ["FINISHED", "RUNNING", "FINISHED"]
+    assert relkit.run_status(store)["mini@0"] == ["FINISHED", "KILLED", "FINISHED"]
