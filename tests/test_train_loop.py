@@ -97,6 +97,17 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
         load_checkpoint(truncated)
 
 
+def test_same_weights_give_byte_identical_checkpoints(tmp_path: Path) -> None:
+    """A retrained model with unchanged weights must not look changed to DVC (its md5),
+    whatever the temp name the atomic write used."""
+    model = nn.Linear(3, 2)
+    (tmp_path / "a").mkdir()
+    paths = [tmp_path / "model.pt", tmp_path / "a" / "model.pt", tmp_path / "other.pt"]
+    for path in paths:
+        save_checkpoint(path, model.state_dict(), {"model": "linear"})
+    assert len({p.read_bytes() for p in paths}) == 1
+
+
 class EvilPayload:
     def __reduce__(self):  # noqa: ANN204
         return (pickle.loads, (b"cos\nsystem\n(S'echo pwned'\ntR.",))

@@ -21,10 +21,15 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (tensors moved to CPU)."""
+    """Write ``{"state_dict", "meta"}`` to ``path`` atomically (tensors moved to CPU).
+
+    The same weights and meta give the same bytes, so DVC sees a retrained but unchanged
+    checkpoint as unchanged: torch.save gets an open file, not the path, because given a
+    path it names the archive's root folder after the file, here a random temp name.
+    """
     cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": cpu_state, "meta": meta}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        torch.save({"state_dict": cpu_state, "meta": meta}, out)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
