@@ -3,7 +3,7 @@
 users, on CPU and on CUDA when available. Not a test: prints a table and writes JSON
 (benchmarks/results/cf_speed-<machine>.json).
 
-Usage: python benchmarks/cf_speed.py [--data data/prepared/cf] [--epochs 5] [--threads 2]
+Usage: python benchmarks/cf_speed.py [--data data/prepared/cf] [--epochs 5] [--threads 1 2]
        [--params params.yaml]
 """
 
@@ -71,19 +71,22 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/prepared/cf"),
                         help="folder with the cf train/valid/test Parquet files")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per model")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU thread counts")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    configure_cpu(args.threads)
     p = params.load(args.params)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    rows = [row for d in devices for row in bench_device(p, args.data, d, args.epochs)]
-    header = (f"{'model':30} {'device':6} {'s/epoch':>8} {'cpu s/ep':>8} {'samples/s':>10} {'eval s':>7} "
-              f"{'score ms':>9}")
+    setups = [(torch.device("cpu"), t) for t in args.threads] + (
+        [(torch.device("cuda"), 0)] if torch.cuda.is_available() else [])
+    rows = []
+    for device, threads in setups:
+        configure_cpu(threads)
+        rows += [{**row, "threads": threads or None} for row in bench_device(p, args.data, device, args.epochs)]
+    header = (f"{'model':30} {'device':6} {'threads':>7} {'s/epoch':>8} {'cpu s/ep':>8} {'samples/s':>10} "
+              f"{'eval s':>7} {'score ms':>9}")
     print(header)
     for r in rows:
-        print(f"{r['model']:30} {r['device']:6} {r['seconds_per_epoch']:8.3f} "
+        print(f"{r['model']:30} {r['device']:6} {r['threads'] or '-':>7} {r['seconds_per_epoch']:8.3f} "
               f"{r['cpu_seconds_per_epoch']:8.3f} {r['samples_per_s']:10.0f} "
               f"{r['full_eval_s']:7.3f} {r['score_all_users_ms']:9.2f}")
     path = machine.save("cf_speed", {"epochs_timed": args.epochs, "rows": rows})
