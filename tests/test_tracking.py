@@ -85,20 +85,31 @@ def test_sigterm_marks_run_killed(tmp_path: Path) -> None:
 
 
 def test_next_run_ends_a_run_whose_process_is_gone() -> None:
-    """A SIGKILLed stage leaves its run RUNNING; the next run of the same stage and item on
-    the same host ends it KILLED, and leaves alone a run whose process still lives."""
+    """A SIGKILLed stage leaves its run RUNNING; the next run of the same stage and item
+    from the same host, boot and pid namespace ends it KILLED when its process is gone or
+    its pid now names another process, and leaves alone a live one and another owner's."""
     with tracking.stage_run("orphan", "0", track="t", role="r", params={}) as first:
         pass
+    owner, me = _run(first.run_id)[0].data.tags["process.owner"], os.getpid()
+    assert owner.startswith(socket.gethostname() + "/")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()  # the pid of a process that has exited
+    cases = {"gone": {"pid": gone, "pid.start": "1", "process.owner": owner},
+             "reused": {"pid": str(me), "pid.start": "1", "process.owner": owner},
+             "alive": {"pid": str(me), "pid.start": tracking._start_time(me) or "", "process.owner": owner},
+             "elsewhere": {"pid": gone, "pid.start": "1", "process.owner": "other-host/boot/pid:[1]"}}
     client = MlflowClient(tracking.tracking_uri())
-    left = {pid: client.create_run(first.experiment_id, run_name="orphan@0",  # RUNNING, as SIGKILL leaves it
-                                   tags={"host": socket.gethostname(), "pid": pid}).info.run_id
-            for pid in (gone, str(os.getpid()))}
+    left = {case: client.create_run(first.experiment_id, run_name="orphan@0", tags=tags).info.run_id
+            for case, tags in cases.items()}  # RUNNING, as a SIGKILL leaves a run
     with tracking.stage_run("orphan", "0", track="t", role="r", params={}) as run:
         pass
-    ended = _run(left[gone])[0]
-    assert ended.info.status == "KILLED"
-    assert ended.data.tags["ended_by"] == "the next run found its process gone"
-    assert _run(left[str(os.getpid())])[0].info.status == "RUNNING"
+    status = {case: _run(run_id)[0].info.status for case, run_id in left.items()}
+    assert status == {"gone": "KILLED", "reused": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING"}
+    assert _run(left["gone"])[0].data.tags["ended_by"] == "the next run found its process gone"
+    assert _run(run.run_id)[0].info.status == "FINISHED"
+
+
+def test_a_stage_name_with_a_quote_is_no_filter_error() -> None:
+    with tracking.stage_run("it's", "0", track="t", role="r", params={}) as run:
+        pass
     assert _run(run.run_id)[0].info.status == "FINISHED"

@@ -2,10 +2,11 @@
 
 ``stage_run`` opens one run per stage execution, named ``<stage>@<item>``, tagged with the
 stage, item, track, role, git commit, DVC experiment name, a hash of the params the stage
-reads, the data manifest hash, and the host and process id, and logs those params
-flattened with dots. The run ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED
-on any other error. A SIGKILLed process cannot end its run; the next run of the same stage
-and item on the same host ends it KILLED once its process is gone.
+reads, the data manifest hash, the host and the process (pid, start time, and on Linux the
+host/boot/pid-namespace it belongs to), and logs those params flattened with dots. The run
+ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other error. A
+SIGKILLed process cannot end its run; the next run of the same stage and item from the same
+host, boot and pid namespace ends it KILLED once its process is gone.
 
 Store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` with artifacts
 under ``<repo>/mlartifacts`` (absolute, so ``dvc exp run --temp`` runs land in the same store).
@@ -37,6 +38,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402  (telemetry switches must be set before the import)
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 __all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "mlflow_key", "params_hash"]
@@ -192,28 +194,42 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _process_alive(pid: int) -> bool:
+def _process_owner() -> str | None:
+    """Where a pid names one process: host, boot and pid namespace (None off Linux)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
-def _end_orphans(client: MlflowClient, experiment_id: str, name: str, host: str) -> None:
-    """End as KILLED the RUNNING runs named ``name`` whose process on ``host`` is gone
-    (SIGKILLed, or the machine lost power): no handler could end them."""
-    orphans = client.search_runs([experiment_id], filter_string=(
-        f"attributes.status = 'RUNNING' and attributes.run_name = '{name}' and tags.host = '{host}'"))
-    for run in orphans:
-        pid = run.data.tags.get("pid", "")
-        if pid.isdigit() and not _process_alive(int(pid)):
-            client.set_tag(run.info.run_id, "ended_by", "the next run found its process gone")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            log.warning("mlflow run %s (%s) was left RUNNING by process %s, which is gone: "
-                        "marked KILLED", name, run.info.run_id, pid)
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), so
+    that a reused pid is told apart; None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)" start at field 3
+
+
+def _end_orphans(client: MlflowClient, experiment_id: str, name: str, owner: str) -> None:
+    """End as KILLED the RUNNING runs named ``name`` that a process of this host, boot and
+    pid namespace left behind and that is gone (SIGKILLed, or its pid now names another
+    process): no handler could end them. Best effort: a failure is logged, never raised."""
+    try:
+        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+            tags = run.data.tags
+            if run.info.run_name != name or tags.get("process.owner") != owner or "pid" not in tags:
+                continue
+            if not tags["pid"].isdigit() or _start_time(int(tags["pid"])) != tags.get("pid.start"):
+                client.set_tag(run.info.run_id, "ended_by", "the next run found its process gone")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                log.warning("mlflow run %s (%s) was left RUNNING by process %s, which is gone: "
+                            "marked KILLED", name, run.info.run_id, tags["pid"])
+    except MlflowException as err:
+        log.warning("could not check for runs of %s left RUNNING: %s", name, err)
 
 
 @contextlib.contextmanager
@@ -242,12 +258,15 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
                 experiment, artifact_location=(root / "mlartifacts").as_uri())
         else:
             experiment_id = found.experiment_id
-        name, host = (f"{stage}@{item}" if item else stage), socket.gethostname()
-        _end_orphans(client, experiment_id, name, host)
+        name, owner = (f"{stage}@{item}" if item else stage), _process_owner()
+        if owner is not None:
+            _end_orphans(client, experiment_id, name, owner)
+    pid = os.getpid()
+    process = {"pid": str(pid), "pid.start": _start_time(pid) or "", "process.owner": owner or ""}
     tags = {"stage": stage, "item": item, "track": track, "role": role,
             "git.commit": _git_commit(root), "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
             "params.hash": params_hash(params), "data.manifest": _manifest_hash(root),
-            "host": host, "pid": str(os.getpid())}
+            "host": socket.gethostname(), **process}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     stage_run_ = StageRun(run.info.run_id, experiment_id, name, tags, client)
     flat = flatten(params)

@@ -3,8 +3,8 @@
 - The real ``ctr-teacher`` stage on the synthetic workspace, killed mid-training (SIGTERM,
   then SIGKILL): its previous model folder and metrics file stay byte-identical, its MLflow
   run ends KILLED (SIGTERM; a SIGKILL leaves it RUNNING, no handler can run, until the next
-  run of the stage ends it KILLED), and the next
-  run finishes and reproduces the earlier metrics.
+  run of the stage ends it KILLED), and the next run finishes and reproduces the earlier
+  metrics.
 - mini_stage.py (fit + save_checkpoint + stage_run) killed at exact moments: mid-epoch and
   inside the atomic write of its out folder.
 - ``dvc repro`` whose stage is killed: the next ``dvc repro`` finishes and ``dvc status`` is clean.
@@ -102,8 +102,8 @@ def test_ctr_stage_killed_keeps_previous_outputs_and_reruns(workspace: Path, tmp
     set_params(ws, train__ctr__epochs=2, train__ctr__patience=1)
     again = relkit.run([relkit.stage("ctr_train.py"), *CTR_ARGS], ws, store)
     assert again.returncode == 0, again.stderr[-3000:]
-    # the next run ends the SIGKILLed run, whose process is gone, KILLED
-    assert relkit.run_status(store) == {"ctr-teacher@0": [*statuses[:-1], "KILLED", "FINISHED"]}
+    # SIGTERM ended its run KILLED; the next run ended the SIGKILLed one KILLED
+    assert relkit.run_status(store) == {"ctr-teacher@0": ["FINISHED", "KILLED", "KILLED", "FINISHED"]}
     assert json.loads(outs[1].read_text())["metrics"] == baseline  # same params, same numbers
     state, meta = load_checkpoint(outs[0] / "model.pt")
     assert state and meta

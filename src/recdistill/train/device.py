@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters, glibc's malloc.h
-_RETAIN = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+_RETAIN = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))
 
 
 def retain_freed_memory() -> bool:
@@ -28,22 +29,26 @@ def retain_freed_memory() -> bool:
     glibc's default of returning it to the OS and page-faulting it back in: the step's
     tensors of a few MB (CIN's (M*F, N) outer products, LightGCN's propagated embeddings)
     are served from the heap (mmap threshold 32 MB), the heap grows 64 MB at a time and is
-    trimmed only above 1 GB free. On the 2-core machine this cut a CIN training epoch from
-    1.9 s to 1.2 s on one thread and from 1.3 s to 0.9 s on two (benchmarks/ctr_speed.py).
-    A no-op returning False where the C library is not glibc.
+    trimmed only above 256 MB free, so a process holds at most that much memory it does not
+    use. On the 2-core machine, with the feature-major CIN, this cut a CIN training epoch
+    from 1.9 s to 1.2 s on one thread (benchmarks/ctr_speed.py). Returns whether glibc
+    accepted every setting; a no-op returning False where the C library is not glibc.
     """
+    if platform.libc_ver()[0] != "glibc":
+        return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        applied = all(libc.mallopt(param, value) == 1 for param, value in _RETAIN)
+        libc = ctypes.CDLL(None)  # the C library this process runs on
+        accepted = [libc.mallopt(param, value) == 1 for param, value in _RETAIN]
     except (OSError, AttributeError):
-        applied = False
-    log.debug("retain freed memory on the heap: %s", applied)
-    return applied
+        return False
+    log.debug("retain freed memory on the heap: %s", accepted)
+    return all(accepted)
 
 
 def configure_cpu(threads: int) -> None:
-    """The CPU set-up every stage and benchmark shares: ``threads`` torch threads (0 keeps
-    torch's default) and a heap that keeps freed memory (``retain_freed_memory``)."""
+    """The CPU set-up shared by the training stages (through ``resolve_device``) and the
+    benchmarks: ``threads`` torch threads (0 keeps the current count) and a heap that keeps
+    freed memory (``retain_freed_memory``)."""
     if threads:
         torch.set_num_threads(threads)
     retain_freed_memory()
