@@ -84,6 +84,29 @@ def test_sigterm_marks_run_killed(tmp_path: Path) -> None:
     assert _run(marker.read_text())[0].info.status == "KILLED"
 
 
+@pytest.mark.parametrize(("sig", "raised"), [(signal.SIGTERM, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_during_a_store_call_waits_for_it(monkeypatch: pytest.MonkeyPatch, sig: int,
+                                                   raised: type[BaseException]) -> None:
+    """A signal that lands inside an MLflow call is raised once the call returns: raised
+    inside SQLAlchemy it could leave the SQLite store locked, so the run could not be ended."""
+    with pytest.raises(raised) as caught, \
+            tracking.stage_run("held", "0", track="t", role="r", params={}) as run:
+        log_batch = run.client.log_batch
+
+        def signalled_log_batch(*args: object, **kwargs: object) -> None:
+            os.kill(os.getpid(), sig)  # the handler runs here, at once, unless it is held
+            log_batch(*args, **kwargs)
+
+        monkeypatch.setattr(run.client, "log_batch", signalled_log_batch)
+        run.log_epoch(1, {"valid/auc": 0.7})
+        pytest.fail("the held signal was not raised after the call")
+    info = _run(run.run_id)[0]
+    assert info.data.metrics == {"valid/auc": 0.7} and info.info.status == "KILLED"
+    if raised is SystemExit:
+        assert caught.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(sig) is (signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+
 def test_next_run_ends_a_run_whose_process_is_gone() -> None:
     """A SIGKILLed stage leaves its run RUNNING; the next run of the same stage and item
     from the same host, boot and pid namespace ends it KILLED when its process is gone or

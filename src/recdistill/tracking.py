@@ -116,25 +116,30 @@ class StageRun:
     name: str
     tags: dict[str, str]
     client: MlflowClient
+    interrupts: _Interrupts
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics with ``step=epoch`` (keys through :func:`mlflow_key`)."""
         ts = int(time.time() * 1000)
         batch = [mlflow.entities.Metric(mlflow_key(k), float(v), ts, epoch) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        with self.interrupts.held():
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Final metrics (``test/auc``, ...), logged once."""
         ts = int(time.time() * 1000)
         batch = [mlflow.entities.Metric(mlflow_key(k), float(v), ts, 0) for k, v in metrics.items()
                  if v is not None]
-        self.client.log_batch(self.run_id, metrics=batch)
+        with self.interrupts.held():
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
+        with self.interrupts.held():
+            self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with self.interrupts.held():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_dict(self, obj: Any, name: str) -> None:
         """A JSON artifact (history, model summary)."""
@@ -176,22 +181,56 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 class _Terminated(SystemExit):
-    """Raised from the SIGTERM handler so the run ends as KILLED and the process exits 143."""
+    """Raised for SIGTERM so the run ends as KILLED and the process exits 143."""
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
+class _Interrupts:
+    """Ctrl-C and SIGTERM while a stage runs: they raise ``KeyboardInterrupt`` and
+    ``_Terminated``, except during a store call, where the signal is held and raised as the
+    call returns. Raised inside SQLAlchemy, it can leave a write transaction open on a pooled
+    connection, and ending the run then fails with 'database is locked'."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise _Terminated(128 + signum)
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = signum
+        else:
+            self._raise(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route SIGINT and SIGTERM through this object (only in the main thread)."""
+        try:
+            previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not in the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the signals during a store call; raise a held one when it returns."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None:
+            signum, self.pending = self.pending, None
+            self._raise(signum)
 
 
 def _process_owner() -> str | None:
@@ -268,19 +307,19 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
             "params.hash": params_hash(params), "data.manifest": _manifest_hash(root),
             "host": socket.gethostname(), **process}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
-    stage_run_ = StageRun(run.info.run_id, experiment_id, name, tags, client)
-    flat = flatten(params)
     client.log_batch(run.info.run_id, params=[
         mlflow.entities.Param(k, json.dumps(v) if isinstance(v, list) else str(v))
-        for k, v in flat.items()])
+        for k, v in flatten(params).items()])
     log.info("mlflow run %s (%s) in %s", name, run.info.run_id, tracking_uri())
+    interrupts = _Interrupts()
     status = "FAILED"
-    try:
-        with _sigterm_raises():
-            yield stage_run_
-        status = "FINISHED"
-    except (KeyboardInterrupt, _Terminated):
-        status = "KILLED"
-        raise
-    finally:
-        client.set_terminated(run.info.run_id, status=status)
+    with interrupts.installed():
+        try:
+            yield StageRun(run.info.run_id, experiment_id, name, tags, client, interrupts)
+            status = "FINISHED"
+        except (KeyboardInterrupt, _Terminated):
+            status = "KILLED"
+            raise
+        finally:
+            with interrupts.held():
+                client.set_terminated(run.info.run_id, status=status)
