@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recdistill.data.canonical import parse_archive
-from recdistill.data.splits import make_all
+from recdistill.data.splits import make_all, seq_split
 from recdistill.params import DataParams
 
 
@@ -46,17 +46,35 @@ def test_no_cold_node_in_train(splits, name: str, column: str) -> None:  # noqa:
 def test_seq_valid_test_are_last_two(splits) -> None:  # noqa: ANN001
     c, s = splits
     seq = s["seq"]
-    ordered = c.ratings.sort_values(["user", "timestamp", "item"], kind="stable")
-    last_two = ordered.groupby("user").tail(2)
-    expected_test = last_two.groupby("user").tail(1)
-    expected_valid = last_two.groupby("user").head(1)
-    assert _keys(seq.test) == _keys(expected_test)
-    assert _keys(seq.valid) == _keys(expected_valid)
+    times = c.ratings.set_index(["user", "item"])["timestamp"]
+    last_two = c.ratings.groupby("user")["timestamp"].apply(lambda t: tuple(np.sort(t.to_numpy())[-2:]))
+    for part, at in ((seq.valid, 0), (seq.test, 1)):  # the second-last and last time (ties: any order)
+        assert part["user"].is_unique and len(part) == len(last_two)
+        got = times.loc[list(zip(part.user, part.item))].to_numpy()
+        assert (got == [last_two[u][at] for u in part.user]).all()
+    assert not (_keys(seq.valid) & _keys(seq.test)) and not (_keys(seq.train) & _keys(seq.test))
     merged = seq.train.merge(seq.test, on="user", suffixes=("", "_test"))
     test_time = c.ratings.set_index(["user", "item"])["timestamp"]
     t_test = test_time.loc[list(zip(merged.user, merged.item_test))].to_numpy()
     assert (merged["timestamp"].to_numpy() <= t_test).all()
     assert (seq.train.groupby("user")["pos"].apply(lambda p: (np.diff(p) == 1).all())).all()
+
+
+def test_seq_ties_in_time_are_shuffled_not_ordered_by_item() -> None:
+    """200 users rate 5 items in the same second: sorting ties by item id would make the
+    largest id every user's test item; a seeded shuffle makes it so for about 1 in 5."""
+    rng = np.random.default_rng(0)
+    items = np.concatenate([rng.choice(50, 5, replace=False) for _ in range(200)])
+    ratings = pd.DataFrame({"user": np.repeat(np.arange(200), 5), "item": items,
+                            "rating": 4, "timestamp": 1000})
+    p = DataParams()
+    split = seq_split(ratings, p, np.random.default_rng(1))
+    largest = ratings.groupby("user")["item"].max()
+    share = float((split.test.set_index("user")["item"] == largest).mean())
+    assert 0.1 < share < 0.35, share
+    again = seq_split(ratings, p, np.random.default_rng(1))
+    pd.testing.assert_frame_equal(again.test, split.test)
+    assert len(split.train) + len(split.valid) + len(split.test) == len(ratings)
 
 
 def test_cf_every_user_in_each_part(splits) -> None:  # noqa: ANN001

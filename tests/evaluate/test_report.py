@@ -247,7 +247,8 @@ def test_report_markdown_exact(tmp_path: Path) -> None:
                _record("coldstart", "agnn-warm", "teacher", 0, {"test/rmse": 0.9, "test/mae": 0.7}))
     for model, rmse in (("bias-warm", 0.95), ("global-mean-warm", 1.1)):
         write_json(tmp_path / f"metrics/coldstart/{model}-s0.json", _record(
-            "coldstart", model, "baseline", 0, {"test/rmse": rmse, "test/mae": rmse - 0.2}, params=10))
+            "coldstart", model, "baseline", 0,
+            {"valid/rmse": rmse, "test/rmse": rmse, "test/mae": rmse - 0.2}, params=10))
     ev = _build(tmp_path)
     text = report.render_markdown(
         ev, provenance=report.Provenance("c0ffee", "p1234", "d5678"), tolerance=TOL,
@@ -303,6 +304,20 @@ No results yet.
 - [quality cost](../plots/quality_cost.png)
 """
     assert text == expected
+
+
+def test_coldstart_gain_base_is_the_best_baseline_on_validation(tmp_path: Path) -> None:
+    """The baseline a model is compared with is picked on validation, never on test: here
+    bias is better on validation and attribute-residual on test."""
+    for model, role, valid, test in (("agnn-ucs", "teacher", 0.95, 1.00),
+                                     ("bias-ucs", "baseline", 0.96, 1.04),
+                                     ("attribute-residual-ucs", "baseline", 0.97, 1.02)):
+        write_json(tmp_path / f"metrics/coldstart/{model}-s0.json", _record(
+            "coldstart", model, role, 0, {"valid/rmse": valid, "test/rmse": test, "test/mae": test}))
+    models = _build(tmp_path).tracks["coldstart"]
+    [gain] = report.gains(models, report.TRACKS["coldstart"])
+    assert (gain.model, gain.base) == ("agnn-ucs", "bias-ucs")
+    assert gain.values["test/rmse"] == pytest.approx((1.04 - 1.00) / 1.04)
 
 
 def test_summary_json_mean_std(tmp_path: Path) -> None:

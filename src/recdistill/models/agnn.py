@@ -17,8 +17,9 @@ Deviations: the self and neighbor paths have their own interaction layers on bot
 initialised; the KL term uses the log-variance (the reference uses exp(z)); a cold node
 gets the decoded eVAE *mean* (the sampled decoding only feeds the reconstruction term);
 neighbors come with weights, so evaluation aggregates all K neighbors weighted by their
-sampling probabilities (the expectation of training-time sampling) instead of one random
-draw; the predictor MLP has one hidden layer as the paper says (the reference has none);
+sampling probabilities instead of one random draw (close to, not exactly, the expectation of
+the training-time draw without replacement, which flattens the weights; see
+coldstart/training.py); the predictor MLP has one hidden layer as the paper says (the reference has none);
 attribute encodings, eVAE and messages are computed for all nodes of a type at once and
 the gated layer once per distinct node of a batch, so a batch is index gathers.
 

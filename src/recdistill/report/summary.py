@@ -106,18 +106,18 @@ class Gain:
 
 
 def gains(models: Sequence[ModelSummary], spec: TrackSpec) -> list[Gain]:
-    """Transferred student vs student alone, or (coldstart) each model vs the best baseline
-    of its scenario by the main metric."""
+    """Transferred student vs student alone, or (coldstart) each model vs the baseline of its
+    scenario that is best on validation (``spec.curve``): the test set picks nothing."""
     pairs: list[tuple[ModelSummary, ModelSummary]] = []
     for m in models:
         peers = [b for b in models if b.scenario == m.scenario]
         if spec.gain == "student-vs-alone" and m.role == "student":
             pairs += [(m, b) for b in peers if b.role == "alone"]
         elif spec.gain == "vs-best-baseline" and m.role != "baseline":
-            bases = [b for b in peers if b.role == "baseline" and spec.main in b.metrics]
+            bases = [b for b in peers if b.role == "baseline" and spec.curve in b.metrics]
             if bases and spec.main in m.metrics:
-                sign = 1 if higher_is_better(spec.main) else -1
-                pairs.append((m, max(bases, key=lambda b: sign * b.metrics[spec.main][0])))
+                sign = 1 if higher_is_better(spec.curve) else -1
+                pairs.append((m, max(bases, key=lambda b: sign * b.metrics[spec.curve][0])))
     return [Gain(m.model, b.model, m.scenario,
                  {k: relative_gain(m.metrics[k][0], b.metrics[k][0], k)
                   for k in m.metrics if k in b.metrics and k.startswith("test/")})
