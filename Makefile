@@ -25,5 +25,11 @@ test: setup
 	mypy
 	pytest
 
+# speed, not correctness: every model's throughput, then the whole pipeline from a clean cache
+bench: setup
+	dvc repro neighbors
+	python benchmarks/throughput.py
+	python benchmarks/pipeline.py
+
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
 Copies the repository (tracked and untracked-not-ignored files, no dvc.lock, no cache) into
 a temp directory, runs `dvc repro` there, and times each stage from the moment DVC starts
 it to the moment the next one starts; then times a no-op `dvc repro`. Prints a table and
-writes benchmarks/results/pipeline-<machine>.json.
+writes benchmarks/results/pipeline-<machine>.json and RESULTS.md.
 
     python benchmarks/pipeline.py            # all stages, seeds from params.yaml
     python benchmarks/pipeline.py --keep DIR # keep the copy for inspection
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from machine import save
+from results import regenerate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,7 @@ def main() -> None:
                                       *(["--in-place"] if args.in_place else []),
                                       *(["--force"] if args.force else [])])})
     print(f"wrote {path}")
+    regenerate()
     if not (args.keep or args.in_place):
         shutil.rmtree(work, ignore_errors=True)
 

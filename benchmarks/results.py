@@ -6,9 +6,12 @@ out, so every figure in RESULTS.md is one a benchmark script measured.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from recdistill.io import write_text
 
 HERE = Path(__file__).resolve().parent
 COMMANDS = {
@@ -66,8 +69,18 @@ def render(results: Path) -> str:
     return "\n".join(out)
 
 
+def regenerate(results: Path = HERE / "results", out: Path = HERE / "RESULTS.md") -> None:
+    """Rewrite ``out`` (atomically) from the JSON files in ``results``."""
+    write_text(out, render(results))
+    print(f"wrote {out}")
+
+
 def main() -> None:
-    (HERE / "RESULTS.md").write_text(render(HERE / "results"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of the JSON results")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="markdown file to (re)write")
+    args = parser.parse_args()
+    regenerate(args.results, args.out)
 
 
 if __name__ == "__main__":

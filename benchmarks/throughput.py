@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from results import regenerate
+
 HERE = Path(__file__).resolve().parent
 TRACKS = ("coldstart", "ctr", "cf", "seq")  # benchmarks/<track>_speed.py
 THREADS = ["--threads", "1", "2"]
@@ -28,7 +30,7 @@ def main() -> None:
         print(f"== {track}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{track}_speed.py"), *THREADS],
                        cwd=HERE.parent, check=True)
-    subprocess.run([sys.executable, str(HERE / "results.py")], cwd=HERE.parent, check=True)
+    regenerate()
 
 
 if __name__ == "__main__":

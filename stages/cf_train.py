@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
             "track": "cf", "model": MODEL[args.role], "role": ROLE[args.role], "seed": args.seed,
             "metrics": result.metrics, "cost": result.cost, "epochs": result.fit.epochs_run,
             "best_epoch": result.fit.best_epoch, "seconds_per_epoch": result.fit.seconds_per_epoch})
-    log.info("wrote %s and %s", args.out, args.metrics)
+    log.info("cf-%s@%d: %s; wrote %s and %s", args.role, args.seed, cli.metrics_line(result.metrics),
+             args.out, args.metrics)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

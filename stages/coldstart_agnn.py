@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                          "cost/latency_ms": result.latency_ms, "best_epoch": result.fit.best_epoch})
         run.log_dict(result.history, "history.json")
         run.log_figure(curve_figure(result.history, f"agnn {args.scenario} seed {args.seed}"), "curve.png")
-    log.info("agnn@%s-%d: %s", args.scenario, args.seed, result.metrics)
+    log.info("agnn@%s-%d: %s", args.scenario, args.seed, cli.metrics_line(result.metrics))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

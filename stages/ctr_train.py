@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         run.log_metrics({**result.metrics, **{f"cost/{k}": v for k, v in record["cost"].items()
                                               if isinstance(v, int | float)}})
         run.log_dict(result.history, "history.json")
-    log.info("ctr-%s@%d: %s", args.role, args.seed, record["metrics"])
+    log.info("ctr-%s@%d: %s", args.role, args.seed, cli.metrics_line(record["metrics"]))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

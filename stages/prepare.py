@@ -20,9 +20,9 @@ log = logging.getLogger("prepare")
 
 def main(argv: list[str] | None = None) -> None:
     parser = cli.stage_parser(__doc__)
-    parser.add_argument("canonical_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("summary_json", type=Path)
+    parser.add_argument("canonical_dir", type=Path, help="folder of the canonical tables (data/canonical)")
+    parser.add_argument("out_dir", type=Path, help="folder of the splits, one subfolder each (data/prepared)")
+    parser.add_argument("summary_json", type=Path, help="split sizes and checks (metrics/prepare.json)")
     args, p = cli.parse(parser, argv)
     with tracking.stage_run("prepare", "", track="data", role="data", params={"data": p.data},
                             experiment=p.tracking.experiment) as run:
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             write_json(tmp / "summary.json", summary)
         write_json(args.summary_json, summary)
         run.log_metrics({f"{name}/{k}": v for name, sizes in summary.items() for k, v in sizes.items()})
-        log.info("wrote %s: %s", args.out_dir, summary)
+        log.info("wrote the splits to %s; their sizes are in %s", args.out_dir, args.summary_json)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -82,9 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         run.log_metrics({**result.metrics, "cost/params": result.cost["params"],
                          "cost/latency_ms": result.cost["latency_ms"]})
         run.log_dict(history, "history.json")
-        log.info("seq %s seed %d: %s", model_name, args.seed,
-                 ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()) if k.startswith("test/")))
+        log.info("seq %s seed %d: %s", model_name, args.seed, cli.metrics_line(result.metrics))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -4,18 +4,32 @@ A stage builds its parser with ``stage_parser(__doc__)`` (its docstring is the `
 text; ``--params`` is added) and, when it trains one seed, ``seeded=True`` (adds
 ``--seed``). ``parse`` then sets up logging, loads the params and checks that the seed is
 one of ``seeds``, so that a typo fails before any work with the key and value named.
+``run(main)`` runs the stage: an error the user can mend (:class:`recdistill.errors.UserError`,
+a missing file) is printed as one line and exits 1, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from recdistill import params
+from recdistill.errors import UserError
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and each option's default after its help (not for flags,
+    required options or a default of None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def stage_parser(doc: str | None, *, seeded: bool = False) -> argparse.ArgumentParser:
@@ -24,9 +38,8 @@ def stage_parser(doc: str | None, *, seeded: bool = False) -> argparse.ArgumentP
     >>> stage_parser("Demo stage.", seeded=True).parse_args(["--seed", "1"]).params
     PosixPath('params.yaml')
     """
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file (default: %(default)s)")
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     if seeded:
         parser.add_argument("--seed", type=int, required=True, help="training seed, one of the params' seeds")
     return parser
@@ -43,3 +56,24 @@ def parse(parser: argparse.ArgumentParser,
     if seed is not None and seed not in p.seeds:
         parser.error(f"--seed {seed} is not in seeds {list(p.seeds)} of {args.params}")
     return args, p
+
+
+def metrics_line(metrics: Mapping[str, float]) -> str:
+    """The test metrics of a stage's last log line, sorted, to 4 decimals.
+
+    >>> metrics_line({"valid/auc": 0.8, "test/logloss": 0.45678, "test/auc": 0.86219})
+    'test/auc=0.8622, test/logloss=0.4568'
+    """
+    return ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; a :class:`UserError` or a missing file ends it with exit 1 and
+    one line on stderr, ``<module>.<class>: <message>`` (the last line a traceback would show)."""
+    try:
+        main()
+    except (UserError, FileNotFoundError) as err:
+        kind = type(err)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        print(f"{name}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -20,10 +20,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from recdistill.errors import UserError
+
 __all__ = ["ParamsError", "Params", "load", "parse", "section_dict"]
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A value in params.yaml is missing, unknown, of the wrong type or out of range."""
 
 
@@ -452,7 +454,10 @@ def load(path: str | Path = "params.yaml") -> Params:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    return parse(raw)
+    try:
+        return parse(raw)
+    except ParamsError as err:  # name the file that was read, not params.yaml
+        raise ParamsError(f"{path}: {str(err).removeprefix('params.yaml: ')}") from None
 
 
 def section_dict(section: Any) -> dict[str, Any]:

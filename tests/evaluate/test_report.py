@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -304,6 +305,12 @@ No results yet.
 - [quality cost](../plots/quality_cost.png)
 """
     assert text == expected
+
+
+def test_no_results_at_all_is_an_error_naming_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    with pytest.raises(report.ReportError, match=rf"^{re.escape(str(tmp_path / 'metrics'))}: no metrics file"):
+        _build(tmp_path)
 
 
 def test_coldstart_gain_base_is_the_best_baseline_on_validation(tmp_path: Path) -> None:

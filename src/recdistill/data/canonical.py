@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recdistill.errors import UserError
 from recdistill.io import atomic_path, write_json
 from recdistill.params import Expect
 
@@ -44,7 +45,7 @@ _GROUPLENS = "ml-100k/"
 _RECBOLE = "recbole/dataset_example/ml-100k/ml-100k"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The input data is malformed: missing file or column, bad value, wrong counts."""
 
 

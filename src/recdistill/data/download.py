@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from recdistill.errors import UserError
 from recdistill.data.canonical import Canonical, DataError, has_attributes, parse_archive, validate
 from recdistill.io import file_digest
 from recdistill.params import Expect, Source
@@ -27,7 +28,7 @@ __all__ = ["DownloadError", "Fetched", "fetch_source", "acquire"]
 log = logging.getLogger(__name__)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """No source could provide verified data."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from recdistill.errors import UserError
 from recdistill.io import atomic_path
 
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "write_pickle", "read_pickle", "loads"]
@@ -34,7 +35,7 @@ _ALLOWED = frozenset(
 _SCALARS = (str, int, float, bool, bytes, type(None))
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The pickle refers to a global that is not a plain container or numpy array."""
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from recdistill.errors import UserError
+
 ROLES = ("teacher", "student", "alone", "baseline")  # table order
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss"})
 SCENARIOS = ("warm", "ics", "ucs")
@@ -36,11 +38,11 @@ TRACKS: dict[str, TrackSpec] = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A metrics, predictions, history or run file is malformed; the message names it."""
 
 
-class RecomputeMismatch(ValueError):
+class RecomputeMismatch(UserError, ValueError):
     """A test metric recomputed from the saved predictions differs from the reported one."""
 
     def __init__(self, path: Path, metric: str, reported: float, recomputed: float,

@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from recdistill.errors import UserError
 from recdistill.io import atomic_path
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable or not a recdistill checkpoint."""
 
 

@@ -20,12 +20,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recdistill.errors import UserError
+
 __all__ = ["FitResult", "NonFiniteLossError", "fit"]
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
@@ -91,7 +93,8 @@ def fit(
     result = FitResult(best_state={}, best_epoch=0, best={})
     train_seconds: list[float] = []
     stale = 0
-    bar = tqdm(range(1, epochs + 1), desc=name, unit="epoch", disable=not progress, leave=False)
+    # the bar only on a terminal (disable=None): in a log file its frames would mix with the lines
+    bar = tqdm(range(1, epochs + 1), desc=name, unit="epoch", disable=None if progress else True, leave=False)
     for epoch in bar:
         model.train()
         start = time.perf_counter()
