@@ -2,7 +2,8 @@
 
 In: METRICS_DIR/<track>/*.json (each training stage's metrics), MODELS_DIR/<track>/*/
 (predictions.parquet, history.json, run.json), PREPARED_DIR/{cf,seq}/test.parquet.
-A track without metrics yet is skipped with a warning.
+A track without metrics yet is skipped with a warning; no metrics of any track (of the
+params' seeds) is an error.
 Out: SUMMARY_JSON (per track, per model: mean/std over seeds of each test metric, cost),
 <track>.json beside SUMMARY_JSON (the same, per track; {} if absent), REPORT_MD (one table per track),
 PLOTS_DIR/{curves_<track>,quality_cost,coldstart_scenarios}.png, and one MLflow run that

@@ -52,10 +52,11 @@ def test_seq_valid_test_are_last_two(splits) -> None:  # noqa: ANN001
         assert part["user"].is_unique and len(part) == len(last_two)
         got = times.loc[list(zip(part.user, part.item))].to_numpy()
         assert (got == [last_two[u][at] for u in part.user]).all()
-    assert not (_keys(seq.valid) & _keys(seq.test)) and not (_keys(seq.train) & _keys(seq.test))
+    kept = c.ratings[c.ratings["user"].isin(seq.test["user"])]  # the users with enough ratings
+    parts = [_keys(seq.train), _keys(seq.valid), _keys(seq.test)]
+    assert sum(map(len, parts)) == len(kept) and set().union(*parts) == _keys(kept)  # a partition
     merged = seq.train.merge(seq.test, on="user", suffixes=("", "_test"))
-    test_time = c.ratings.set_index(["user", "item"])["timestamp"]
-    t_test = test_time.loc[list(zip(merged.user, merged.item_test))].to_numpy()
+    t_test = times.loc[list(zip(merged.user, merged.item_test))].to_numpy()
     assert (merged["timestamp"].to_numpy() <= t_test).all()
     assert (seq.train.groupby("user")["pos"].apply(lambda p: (np.diff(p) == 1).all())).all()
 

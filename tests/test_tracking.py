@@ -107,6 +107,48 @@ def test_a_signal_during_a_store_call_waits_for_it(monkeypatch: pytest.MonkeyPat
     assert signal.getsignal(sig) is (signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
 
 
+def test_a_signal_held_during_a_failing_store_call_is_still_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store call fails after the signal landed: the signal is raised all the same (the
+    store's error as its context) and the run ends KILLED."""
+    with pytest.raises(SystemExit) as caught, \
+            tracking.stage_run("held", "1", track="t", role="r", params={}) as run:
+        def failing_log_batch(*args: object, **kwargs: object) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise tracking.MlflowException("store down")
+
+        monkeypatch.setattr(run.client, "log_batch", failing_log_batch)
+        run.log_epoch(1, {"valid/auc": 0.7})
+    assert caught.value.code == 128 + signal.SIGTERM
+    assert isinstance(caught.value.__context__, tracking.MlflowException)
+    assert _run(run.run_id)[0].info.status == "KILLED"
+
+
+def test_a_second_signal_during_a_store_call_is_raised_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C twice interrupts a hung store call: the second is not held."""
+    reached = []
+    with pytest.raises(KeyboardInterrupt), \
+            tracking.stage_run("held", "2", track="t", role="r", params={}) as run:
+        def hung_log_batch(*args: object, **kwargs: object) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the handler raises here
+            reached.append("after the second Ctrl-C")
+
+        monkeypatch.setattr(run.client, "log_batch", hung_log_batch)
+        run.log_epoch(1, {"valid/auc": 0.7})
+    assert reached == [] and _run(run.run_id)[0].info.status == "KILLED"
+
+
+def test_a_sigint_the_process_ignores_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with tracking.stage_run("ignored", "0", track="t", role="r", params={}):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_next_run_ends_a_run_whose_process_is_gone() -> None:
     """A SIGKILLed stage leaves its run RUNNING; the next run of the same stage and item
     from the same host, boot and pid namespace ends it KILLED when its process is gone or

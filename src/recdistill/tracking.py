@@ -186,9 +186,11 @@ class _Terminated(SystemExit):
 
 class _Interrupts:
     """Ctrl-C and SIGTERM while a stage runs: they raise ``KeyboardInterrupt`` and
-    ``_Terminated``, except during a store call, where the signal is held and raised as the
-    call returns. Raised inside SQLAlchemy, it can leave a write transaction open on a pooled
-    connection, and ending the run then fails with 'database is locked'."""
+    ``_Terminated``, except during a store call, where the first signal is held and raised as
+    the call ends, whether it returns or fails. Raised inside SQLAlchemy, it can leave a write
+    transaction open on a pooled connection, and ending the run then fails with 'database is
+    locked'. A second signal during the same call is raised at once, so that a hung call can
+    still be interrupted; a signal the process was started to ignore stays ignored."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -201,16 +203,18 @@ class _Interrupts:
         raise _Terminated(128 + signum)
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.depth:
+        if self.depth and self.pending is None:
             self.pending = signum
         else:
+            self.pending = None
             self._raise(signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Route SIGINT and SIGTERM through this object (only in the main thread)."""
+        wanted = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN]
         try:
-            previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self._handler) for sig in wanted}
         except ValueError:  # not in the main thread: leave signals alone
             yield
             return
@@ -222,15 +226,16 @@ class _Interrupts:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """Hold the signals during a store call; raise a held one when it returns."""
+        """Hold the signals during a store call; raise a held one when it ends (a store
+        error it interrupts stays as the signal's ``__context__``)."""
         self.depth += 1
         try:
             yield
         finally:
             self.depth -= 1
-        if not self.depth and self.pending is not None:
-            signum, self.pending = self.pending, None
-            self._raise(signum)
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                self._raise(signum)
 
 
 def _process_owner() -> str | None:

@@ -21,7 +21,7 @@ import numpy as np
 from recdistill.errors import UserError
 from recdistill.io import atomic_path
 
-__all__ = ["UnsafePickleError", "RestrictedUnpickler", "write_pickle", "read_pickle", "loads"]
+__all__ = ["UnsafePickleError", "DamagedPickleError", "RestrictedUnpickler", "write_pickle", "read_pickle", "loads"]
 
 PROTOCOL = 4  # numpy arrays pickle through _reconstruct; readable by every python >= 3.8
 
@@ -37,6 +37,10 @@ _SCALARS = (str, int, float, bool, bytes, type(None))
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The pickle refers to a global that is not a plain container or numpy array."""
+
+
+class DamagedPickleError(UserError, pickle.UnpicklingError):
+    """The file is not a readable pickle (truncated, corrupt, or not a pickle at all)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -91,5 +95,5 @@ def read_pickle(path: str | Path) -> Any:
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{path}: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise pickle.UnpicklingError(f"{path}: not a readable neighbor pickle "
+        raise DamagedPickleError(f"{path}: not a readable neighbor pickle "
                                      f"({type(err).__name__}: {err}); rebuild it with dvc repro") from None

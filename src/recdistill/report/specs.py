@@ -19,7 +19,7 @@ PREDICTIONS = "predictions.parquet"
 class TrackSpec:
     main: str  # the metric on the y axis of the figures
     columns: tuple[str, ...]  # test metrics in the table, in order (all are in summary.json)
-    curve: str  # the validation metric of the learning curves
+    curve: str  # the validation metric: learning curves, and (coldstart) which baseline a gain row uses
     predictions: Literal["rating", "click", "topk"]  # how test metrics are recomputed
     test_split: str | None  # prepared split the top-k lists are ranked against
     gain: Literal["student-vs-alone", "vs-best-baseline"]  # what the gain rows compare

@@ -145,7 +145,8 @@ def build(metrics_root: Path, models_root: Path, prepared_root: Path, *, ks: Seq
     results, missing = gather(metrics_root, tracks, seeds)
     if not results:
         raise ReportError(f"{metrics_root}: no metrics file of any track ({', '.join(tracks)} "
-                          "folders of <model>-s<seed>.json); wrong folder, or no stage has trained yet")
+                          "folders of <model>-s<seed>.json) for the params' seeds; wrong folder, "
+                          "or no stage has trained yet")
     tests: dict[str, pd.DataFrame] = {}
     runs = []
     for r in results:

@@ -2,7 +2,7 @@
 
 Epochs of mini-batches, validation every ``eval_every`` epochs, early stopping on one named
 validation metric with a strict-improvement rule, the best weights kept in memory, a tqdm
-progress bar, and a guard that stops on a NaN/inf loss before any broken state is saved.
+progress bar on a terminal, and a guard that stops on a NaN/inf loss before any broken state is saved.
 Models and losses stay with the caller: the loop only sees closures.
 """
 
