@@ -24,7 +24,7 @@ from recdistill.ctr import METRIC_ROLES, run_ctr, write_outputs
 from recdistill.data.ctr_features import load_features
 from recdistill.io import atomic_path, write_json
 from recdistill.tracking import stage_run
-from recdistill.train import CheckpointError, resolve_device
+from recdistill.train import resolve_device
 
 log = logging.getLogger("ctr_train")
 
@@ -53,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     with stage_run(f"ctr-{args.role}", str(args.seed), track="ctr", role=METRIC_ROLES[args.role],
                    params=tracked[args.role], experiment=p.tracking.experiment) as run:
-        try:
-            result = run_ctr(args.role, p, features=features, seed=args.seed,
-                             teacher_checkpoint=args.teacher, on_epoch=run.log_epoch)
-        except CheckpointError as err:
-            raise SystemExit(f"ctr-distill: {err}") from None
+        result = run_ctr(args.role, p, features=features, seed=args.seed,
+                         teacher_checkpoint=args.teacher, on_epoch=run.log_epoch)
         with atomic_path(args.out) as tmp:
             tmp.mkdir(parents=True)
             record = write_outputs(result, features, tmp)

@@ -121,7 +121,7 @@ def test_stages_end_to_end(tmp_path: Path, ctr_files: tuple[Path, Path]) -> None
     assert run["teacher"]["checkpoint"] == str(teacher_pt) and run["architecture"] == "dagfm"
 
     teacher_pt.write_bytes(b"not a checkpoint")  # unreadable teacher: a clear error naming it
-    with pytest.raises(SystemExit, match=f"checkpoint {teacher_pt} could not be loaded"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {teacher_pt} could not be loaded"):
         stage.main(["distill", *common, "--teacher", str(teacher_pt), "--out", str(tmp_path / "x"),
                     "--metrics", str(tmp_path / "x.json")])
 
