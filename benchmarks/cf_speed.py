@@ -10,17 +10,17 @@ Usage: python benchmarks/cf_speed.py [--data data/prepared/cf] [--epochs 5] [--t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from recdistill import cf, params
 from recdistill.data.interactions import load_cf_splits
-from recdistill.params import LightGcnParams, MfParams
+from recdistill.models.registry import Arch
+from recdistill.params import PeriodicOptim
 from recdistill.transfer.cross_fusion import CrossFusion
 from recdistill.train import configure_cpu
 
@@ -31,38 +31,41 @@ def bench_device(p: params.Params, data: Path, device: torch.device, epochs: int
     splits = load_cf_splits(data, device=device)
     ks = tuple(p.evaluate.ks)
     rows: list[dict[str, Any]] = []
+    monitor = cf.selection(p)
     meta_emb: tuple[torch.Tensor, torch.Tensor] | None = None
-    jobs: list[tuple[str, Literal["lightgcn", "mf"], LightGcnParams | MfParams]] = [
-        ("lightgcn (meta)", "lightgcn", p.train.cf),
-        ("mf + cross fusion (distill)", "mf", p.distill.cf.student),
-        ("mf (alone)", "mf", p.distill.cf.student)]
-    for name, kind, hp in jobs:
-        hp = dataclasses.replace(hp, epochs=epochs, eval_every=epochs, patience=1)
+    context = cf.CfContext(splits.train, p.train.cf.embed_dim)
+    jobs: list[tuple[str, Arch, PeriodicOptim]] = [
+        ("lightgcn (meta)", cf.architecture("teacher", p), p.train.cf.optim),
+        ("mf + cross fusion (distill)", cf.architecture("student", p), p.distill.cf.student.optim),
+        ("mf (alone)", cf.architecture("alone", p), p.distill.cf.student.optim)]
+    for name, arch, optim in jobs:
+        optim = optim.model_copy(update={"epochs": epochs, "eval_every": epochs, "patience": 1})
         torch.manual_seed(0)
-        model = cf.build_model(kind, splits, hp)
+        model = cf.build_model(arch, context)
         transfer = None
         if name.startswith("mf + cross"):
             assert meta_emb is not None
             transfer = CrossFusion(*meta_emb, p.distill.cf.lambda1, p.distill.cf.lambda2)
         cpu_start = time.process_time()  # CPU seconds: robust to other jobs sharing the cores
-        result = cf.train_cf(model, splits, hp, generator=torch.Generator(device=device).manual_seed(0),
-                             name=name, transfer=transfer)
+        result = cf.train_cf(model, splits, optim, monitor=monitor, name=name, transfer=transfer,
+                             generator=torch.Generator(device=device).manual_seed(0))
         cpu_per_epoch = (time.process_time() - cpu_start) / epochs  # includes one validation
-        if kind == "lightgcn":
+        if name.startswith("lightgcn"):
+            assert isinstance(model, cf.CfModel), type(model)
             with torch.no_grad():
-                meta_emb = tuple(t.detach() for t in model.embeddings())  # type: ignore[assignment]
+                meta_emb = model.embeddings()  # (U, D), (I, D): the meta model's fixed embeddings
         cf.evaluate(model, splits, "test", ks)  # warm-up
         start = time.perf_counter()
         cf.evaluate(model, splits, "test", ks)
         if device.type == "cuda":
             torch.cuda.synchronize()
         eval_s = time.perf_counter() - start
-        cost = cf.scoring_cost(model, splits, max(ks))
-        rows.append({"model": name, "device": device.type, "batch_size": hp.batch_size,
+        cost = cf.measure_cost(model, splits, max(ks))
+        rows.append({"model": name, "device": device.type, "batch_size": optim.batch_size,
                      "seconds_per_epoch": result.seconds_per_epoch, "cpu_seconds_per_epoch": cpu_per_epoch,
                      "samples_per_s": len(splits.train) / result.seconds_per_epoch,
-                     "full_eval_s": eval_s, "score_all_users_ms": cost["latency_ms"],
-                     "params": cost["params"]})
+                     "full_eval_s": eval_s, "score_all_users_ms": cost.latency_ms,
+                     "params": cost.params})
     return rows
 
 

@@ -5,7 +5,8 @@
 2. AGNN (params from ``train.agnn``) on each scenario: seconds per training epoch (training
    only, median over ``--epochs`` epochs after one warm-up epoch), training ratings/s, and
    the evaluation pass (all users and items with all their weighted neighbors, then the
-   validation ratings), on CPU at each ``--threads`` and on CUDA when available.
+   validation ratings; ``train.median_ms``: median of 5 passes after a warm-up), on CPU at
+   each ``--threads`` and on CUDA when available.
 
 Usage: python benchmarks/coldstart_speed.py [--threads 1 2] [--epochs 3] [--scenarios warm ics ucs]
 Writes benchmarks/results/coldstart_speed-<machine>.json.
@@ -14,7 +15,6 @@ Writes benchmarks/results/coldstart_speed-<machine>.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import statistics
 import time
@@ -27,8 +27,10 @@ import torch
 import machine  # benchmarks/machine.py (run from the repository root)
 from recdistill import params
 from recdistill.coldstart.graphs import ScenarioGraph, build_graph, graph_from_payload
-from recdistill.coldstart.training import NeighborSampler, Ratings, evaluate, train_agnn
-from recdistill.train import configure_cpu
+from recdistill.coldstart.training import (TEACHERS, AgnnContext, NeighborSampler, Ratings, evaluate,
+                                           run_coldstart)
+from recdistill.models.agnn import AGNN, AgnnArch
+from recdistill.train import configure_cpu, median_ms
 
 
 def time_neighbors(p: params.Params, canonical: Path, prepared: Path) -> tuple[dict[str, Any], dict[str, ScenarioGraph]]:
@@ -46,20 +48,23 @@ def time_neighbors(p: params.Params, canonical: Path, prepared: Path) -> tuple[d
 
 def time_agnn(p: params.Params, graph: ScenarioGraph, split: dict[str, pd.DataFrame], device: torch.device,
               epochs: int) -> dict[str, Any]:
-    hp = dataclasses.replace(p.train.agnn, epochs=epochs + 1, patience=epochs + 1)
-    run = train_agnn(graph, split["train"], split["valid"], split["test"], hp, seed=0, device=device)
-    per_epoch = statistics.median(row["train/seconds"] for row in run.history[1:])
-    users = NeighborSampler(graph.users, hp.n_neighbors, device)
-    items = NeighborSampler(graph.items, hp.n_neighbors, device)
+    agnn = p.train.agnn
+    hp = agnn.model_copy(update={"optim": agnn.optim.model_copy(update={"epochs": epochs + 1, "patience": epochs + 1})})
+    arch = TEACHERS.arch(hp.model, "train.agnn.model")
+    assert isinstance(arch, AgnnArch)
+    result = run_coldstart(graph, split["train"], split["valid"], split["test"], arch, hp,
+                           select=p.evaluate.select.coldstart, seed=0, device=device)
+    per_epoch = statistics.median(row["train/seconds"] for row in result.history[1:])
+    model = TEACHERS.build(arch, AgnnContext(graph, device))
+    assert isinstance(model, AGNN)
+    model.load_state_dict(result.state)
+    users = NeighborSampler(graph.users, arch.n_neighbors, device)
+    items = NeighborSampler(graph.items, arch.n_neighbors, device)
     valid = Ratings.from_frame(split["valid"], device)
-    evaluate(run.model, users, items, valid)  # warm-up
-    start = time.perf_counter()
-    evaluate(run.model, users, items, valid)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    eval_ms = median_ms(lambda: evaluate(model, users, items, valid), device)
     return {"seconds_per_epoch": round(per_epoch, 4), "train_ratings_per_s": round(len(split["train"]) / per_epoch),
-            "eval_seconds": round(time.perf_counter() - start, 4), "params": run.n_params,
-            "batch_size": hp.batch_size}
+            "eval_seconds": round(eval_ms / 1000, 4), "params": result.record.cost.params,
+            "batch_size": hp.optim.batch_size}
 
 
 def main() -> None:

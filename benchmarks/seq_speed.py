@@ -13,7 +13,6 @@ Usage: python benchmarks/seq_speed.py [--data data/prepared/seq] [--items data/c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ import pandas as pd
 import torch
 
 from recdistill import params, seq
+from recdistill.cost import n_params
 from recdistill.data.sequences import SeqSplit, load_seq_split
-from recdistill.models.sasrec import SASRec
 from recdistill.train import configure_cpu
 
 import machine  # benchmarks/machine.py (run from the repository root)
@@ -36,27 +35,31 @@ def bench_device(p: params.Params, split: SeqSplit, device: torch.device, epochs
     ks = tuple(p.evaluate.ks)
     positions = int((split.train[:, 1:] != 0).sum())  # training targets per epoch
     rows: list[dict[str, Any]] = []
-    teacher: SASRec | None = None
-    kd = p.distill.seq
-    runs = [("teacher", p.train.seq, None), ("alone", kd.student, None),
-            ("distill (sampled)", kd.student, dataclasses.replace(kd, candidates="sampled")),
-            ("distill (all items)", kd.student, dataclasses.replace(kd, candidates="all"))]
-    for name, arch, kd_params in runs:
+    teacher: seq.SeqModel | None = None
+    kd, student = p.distill.seq, p.distill.seq.student
+    teacher_arch = seq.MODELS.arch(p.train.seq.model, "train.seq.model")
+    student_arch = seq.MODELS.arch(student.model, "distill.seq.student.model")
+    runs = [("teacher", teacher_arch, p.train.seq.optim, None), ("alone", student_arch, student.optim, None),
+            ("distill (sampled)", student_arch, student.optim, kd.model_copy(update={"candidates": "sampled"})),
+            ("distill (all items)", student_arch, student.optim, kd.model_copy(update={"candidates": "all"}))]
+    for name, arch, optim, kd_params in runs:
         # fixed epoch count: validation only at the end, no early stop
-        arch = dataclasses.replace(arch, epochs=epochs, eval_every=epochs, patience=1)
+        optim = optim.model_copy(update={"epochs": epochs, "eval_every": epochs, "patience": 1})
         start = time.perf_counter()
-        model, fit = seq.train_sasrec(split, arch, seed=0, device=device, name=name, ks=ks,
-                                      teacher=teacher if kd_params else None, kd=kd_params)
+        module, fit = seq.train_model(split, arch, optim, seed=0, device=device, name=name, ks=ks,
+                                      monitor=seq.monitor(p), teacher=teacher if kd_params else None,
+                                      kd=kd_params, amp=p.runtime.amp)
         total = time.perf_counter() - start
+        model = seq.seq_model(module)
         if name == "teacher":
             teacher = model
         rows.append({"model": name, "device": device.type, "threads": torch.get_num_threads(),
-                     "max_len": split.max_len, "batch_size": arch.batch_size,
+                     "max_len": split.max_len, "batch_size": optim.batch_size,
                      "seconds_per_epoch": fit.seconds_per_epoch,
                      "positions_per_s": positions / fit.seconds_per_epoch,
                      "speedup_vs_350s": REFERENCE_S_PER_EPOCH / fit.seconds_per_epoch,
                      "run_s": total, "score_all_users_ms": seq.latency_ms(model.score_last, split),
-                     "params": sum(w.numel() for w in model.parameters())})
+                     "params": n_params(module)})
     return rows
 
 
@@ -78,7 +81,7 @@ def main() -> None:
     rows = []
     for device, threads in runs:
         configure_cpu(threads)
-        split = load_seq_split(args.data, n_items=n_items, max_len=p.train.seq.max_len, device=device)
+        split = load_seq_split(args.data, n_items=n_items, max_len=p.data.seq.max_len, device=device)
         rows += bench_device(p, split, device, args.epochs)
     print(f"{'model':22} {'device':6} {'thr':>3} {'s/epoch':>8} {'pos/s':>9} {'x350s':>6} {'score ms':>9} {'params':>8}")
     for r in rows:

@@ -2,14 +2,15 @@
 
 DVC stage ``coldstart-baselines@<scenario>``: global mean, user/item bias (ALS) and the
 attribute-residual baseline (``recdistill.coldstart.baselines``), fitted on the scenario's
-train ratings and scored on validation and test. They are deterministic: the metrics file
-carries the first seed of ``seeds`` so the report can line them up with AGNN's seeds.
+train ratings and scored on validation and test. They are deterministic: their records
+carry the first seed of ``seeds`` so the report can line them up with AGNN's seeds.
 
 In: ``--split`` (folder of the scenario's train/valid/test.parquet), ``--canonical``
 (users, items, attributes .parquet), params ``baselines`` and ``seeds``.
 Out: ``--out`` folder with predictions.parquet (test: model, user, item, rating,
-prediction) and run.json; the ``--metrics`` JSON
-``{"track", "scenario", "role": "baseline", "seed", "models": {"<name>": {"metrics", "cost"}}}``.
+prediction) and run.json; the ``--metrics`` JSON, one arm set
+``{"arms": {"global-mean" | "bias" | "attribute-residual": <arm record>}}`` (role
+``baseline``, 0 epochs, stopped ``not_trained``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from recdistill import cli
+from recdistill.arm import write_metrics
 from recdistill.coldstart.baselines import run_baselines
-from recdistill.io import atomic_path, write_json, write_parquet
+from recdistill.io import atomic_path, write_parquet
 from recdistill.tracking import stage_run
 
 log = logging.getLogger("coldstart_baselines")
@@ -39,28 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     split = {name: pd.read_parquet(args.split / f"{name}.parquet") for name in ("train", "valid", "test")}
     tables = {name: pd.read_parquet(args.canonical / f"{name}.parquet")
               for name in ("users", "items", "attributes")}
+    seed = p.seeds[0]
     with stage_run("coldstart-baselines", args.scenario, track="coldstart", role="baseline",
-                   params={"baselines": p.baselines}, experiment=p.tracking.experiment) as run:
-        results = run_baselines(split["train"], split["valid"], split["test"], tables["users"],
-                                tables["items"], tables["attributes"], p.baselines)
-        record = {"track": "coldstart", "scenario": args.scenario, "role": "baseline",
-                  "seed": p.seeds[0], "models": {
-                      name: {"metrics": r.metrics,
-                             "cost": {"params": r.n_params, "macs_per_example": None,
-                                      "latency_ms": r.latency_ms, "latency_unit": "per 10k rows",
-                                      "device": "cpu"}}
-                      for name, r in results.items()}}
-        predictions = pd.concat([r.predictions.assign(model=name) for name, r in results.items()],
-                                ignore_index=True)[["model", "user", "item", "rating", "prediction"]]
+                   params=cli.dvc_params("coldstart-baselines", args.params), experiment=p.tracking.experiment,
+                   seed=seed, data=args.split) as run:
+        arms, predictions = run_baselines(split["train"], split["valid"], split["test"], tables["users"],
+                                          tables["items"], tables["attributes"], p.baselines,
+                                          scenario=args.scenario, seed=seed)
         with atomic_path(args.out) as tmp:
             tmp.mkdir(parents=True)
             write_parquet(tmp / "predictions.parquet", predictions)
             run.write_run_json(tmp / "run.json")
-        write_json(args.metrics, record)
-        run.log_metrics({f"{name}/{key}": value for name, r in results.items()
-                         for key, value in r.metrics.items()})
+        write_metrics(args.metrics, arms)
+        run.log_metrics({f"{name}/{key}": value for name, arm in arms.arms.items()
+                         for key, value in {**arm.metrics, "cost/params": arm.cost.params,
+                                            "cost/latency_ms": arm.cost.latency_ms}.items()})
     log.info("coldstart-baselines@%s: %s", args.scenario,
-             {name: round(r.metrics["test/rmse"], 4) for name, r in results.items()})
+             {name: round(arm.metrics["test/rmse"], 4) for name, arm in arms.arms.items()})
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the scenario's train ratings, e.g. data/prepared/coldstart/ics/train.parquet")
     args, p = cli.parse(parser, argv)
     with stage_run("neighbors", args.scenario, track="coldstart", role="data",
-                   params={"neighbors": p.neighbors}, experiment=p.tracking.experiment) as run:
+                   params=cli.dvc_params("neighbors", args.params), experiment=p.tracking.experiment) as run:
         start = time.perf_counter()
         tables = {name: pd.read_parquet(args.canonical / f"{name}.parquet")
                   for name in ("users", "items", "attributes")}

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args, p = cli.parse(parser, argv)
     cfg = p.download
     with tracking.stage_run("download", "", track="data", role="data",
-                            params={"download": cfg}, experiment=p.tracking.experiment) as run:
+                            params=cli.dvc_params("download", args.params), experiment=p.tracking.experiment) as run:
         with tempfile.TemporaryDirectory(prefix="recdistill-download-") as work:
             canonical, used = acquire(cfg.sources, Path(work), args.manual_dir, cfg.timeout_s,
                                       expect=cfg.expect)

@@ -1,10 +1,14 @@
 """Stage evaluate: the teacher / transferred / alone comparison of every track.
 
-In: METRICS_DIR/<track>/*.json (each training stage's metrics), MODELS_DIR/<track>/*/
-(predictions.parquet, history.json, run.json), PREPARED_DIR/{cf,seq}/test.parquet.
+In: METRICS_DIR/<track>/*.json (each training stage's metrics, read through the arm schema:
+a file that does not match it is one error line naming the file and the field),
+MODELS_DIR/<track>/*/ (predictions.parquet, history.json, run.json),
+PREPARED_DIR/{cf,seq}/test.parquet. Params: evaluate (ks, the selection metric of each track,
+the sampled-ranking label, the recomputation tolerance) and seeds.
 A track without metrics yet is skipped with a warning; no metrics of any track (of the
 params' seeds) is an error.
-Out: SUMMARY_JSON (per track, per model: mean/std over seeds of each test metric, cost),
+Out: SUMMARY_JSON (per track, per model: mean/std over seeds of each test metric, cost, how many
+seeds stopped at their epoch cap or early),
 <track>.json beside SUMMARY_JSON (the same, per track; {} if absent), REPORT_MD (one table per track),
 PLOTS_DIR/{curves_<track>,quality_cost,coldstart_scenarios}.png, and one MLflow run that
 logs the table and figures and links every model's training run (by the id in its run.json).
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import matplotlib
@@ -37,19 +40,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("report_md", type=Path, help="out: reports/summary.md")
     parser.add_argument("plots_dir", type=Path, help="out: directory of the PNG figures")
     args, p = cli.parse(parser, argv)
-    identity = {f.name: getattr(p, f.name) for f in fields(p) if f.name not in ("runtime", "tracking")}
+    specs = report.track_specs(p.evaluate)
+    ev = report.build(args.metrics_dir, args.models_dir, args.prepared_dir, specs=specs,  # inputs checked first
+                      ks=p.evaluate.ks, tolerance=p.evaluate.tolerance, seeds=p.seeds)
     with tracking.stage_run("evaluate", "", track="all", role="summary",
-                            params={"evaluate": p.evaluate, "seeds": list(p.seeds)},
+                            params=cli.dvc_params("evaluate", args.params),
                             experiment=p.tracking.experiment) as run:
-        ev = report.build(args.metrics_dir, args.models_dir, args.prepared_dir,
-                          ks=p.evaluate.ks, tolerance=p.evaluate.tolerance, seeds=p.seeds)
-        summary = report.summary_json(ev)
+        summary = report.summary_json(ev, specs)
         write_json(args.summary_json, summary)
-        for track in report.TRACKS:  # every file, so the DVC outs exist while tracks land
+        for track in specs:  # every file, so the DVC outs exist while tracks land
             write_json(args.summary_json.parent / f"{track}.json", summary.get(track, {}))
 
         figure_links = {}
-        for name, figure in report.make_figures(ev).items():
+        for name, figure in report.make_figures(ev, specs).items():
             path = args.plots_dir / name
             with atomic_path(path) as tmp:
                 figure.savefig(tmp, format="png", dpi=110)
@@ -57,16 +60,18 @@ def main(argv: list[str] | None = None) -> None:
             figure_links[name.removesuffix(".png").replace("_", " ")] = Path(
                 os.path.relpath(path, args.report_md.parent)).as_posix()
 
-        provenance = report.Provenance(commit=run.tags["git.commit"],
-                                       params_hash=tracking.params_hash(identity),
-                                       data_manifest=run.tags["data.manifest"])
+        links = {f"{r.result.track}/{r.result.model}/s{r.result.seed}": r.link
+                 for r in ev.runs if r.link}
+        # the params behind the whole report: the ones read here and each training run's
+        provenance = report.Provenance(commit=run.commit, params_hash=tracking.params_hash(
+            {"evaluate": run.tags["params.hash"],
+             "runs": {key: link.get("params.hash", "") for key, link in links.items()}}),
+            data_manifest=run.tags["data.manifest"])
         write_text(args.report_md, report.render_markdown(
-            ev, provenance=provenance, figures=figure_links, tolerance=p.evaluate.tolerance))
+            ev, specs=specs, provenance=provenance, figures=figure_links, tolerance=p.evaluate.tolerance))
         run.log_artifact(args.report_md)
         run.log_artifact(args.summary_json)
 
-        links = {f"{r.result.track}/{r.result.model}/s{r.result.seed}": r.link
-                 for r in ev.runs if r.link}
         elsewhere = sorted(k for k, link in links.items()
                            if link.get("tracking_uri", tracking.tracking_uri()) != tracking.tracking_uri())
         if elsewhere:
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                         len(elsewhere), elsewhere[0])
         run.log_dict(links, "linked_runs.json")
         run.set_tags({"mlflow.note.content": report.links_markdown(ev), "tracks.missing":
-                      ",".join(ev.missing) or "none", "params.all.hash": provenance.params_hash,
+                      ",".join(ev.missing) or "none", "params.report.hash": provenance.params_hash,
                       **{f"link.{key.replace('/', '.')}": link["run_id"]
                          for key, link in links.items()}})
         numbers = [(key, value) for key, value in tracking.flatten(summary).items()

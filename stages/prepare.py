@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path, help="folder of the splits, one subfolder each (data/prepared)")
     parser.add_argument("summary_json", type=Path, help="split sizes and checks (metrics/prepare.json)")
     args, p = cli.parse(parser, argv)
-    with tracking.stage_run("prepare", "", track="data", role="data", params={"data": p.data},
+    with tracking.stage_run("prepare", "", track="data", role="data", params=cli.dvc_params("prepare", args.params),
                             experiment=p.tracking.experiment) as run:
         c = load_canonical(args.canonical_dir)
         splits = make_all(c.ratings, len(c.users), len(c.items), p.data)

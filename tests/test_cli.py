@@ -34,14 +34,14 @@ def test_a_seed_outside_the_params_is_a_usage_error(tmp_path: Path, capsys: pyte
 
 
 def test_unseeded_stages_take_no_seed() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="2"):  # argparse: unrecognized arguments
         cli.stage_parser(None).parse_args(["--seed", "1"])
 
 
 def test_a_bad_value_names_the_params_file_that_was_read(tmp_path: Path) -> None:
     path = write_params(tmp_path)
-    path.write_text(path.read_text().replace("teacher: crossnet", "teacher: dcn", 1))
-    with pytest.raises(params.ParamsError, match=rf"^{re.escape(str(path))}: train\.ctr\.teacher = 'dcn'"):
+    path.write_text(path.read_text().replace("lr: 0.003", "lr: fast", 1))
+    with pytest.raises(params.ParamsError, match=rf"^{re.escape(str(path))}: train\.ctr\.optim\.lr = 'fast'"):
         cli.parse(cli.stage_parser(None), ["--params", str(path)])
 
 

@@ -13,6 +13,8 @@ import torch
 from recdistill.params import RuntimeParams
 from recdistill.train import configure_cpu, resolve_device
 
+CPU = RuntimeParams(device="cpu", amp="none", threads=1)
+
 
 @pytest.fixture
 def restore_threads() -> Iterator[None]:
@@ -22,7 +24,7 @@ def restore_threads() -> Iterator[None]:
 
 
 def test_cpu_device_and_threads(restore_threads: None) -> None:
-    assert resolve_device(RuntimeParams(device="cpu", threads=1)) == torch.device("cpu")
+    assert resolve_device(CPU) == torch.device("cpu")
     assert torch.get_num_threads() == 1
     configure_cpu(0)  # 0 keeps the current count
     assert torch.get_num_threads() == 1
@@ -31,7 +33,7 @@ def test_cpu_device_and_threads(restore_threads: None) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match=r"runtime.device = 'cuda' but torch sees no CUDA device"):
-        resolve_device(RuntimeParams(device="cuda"))
+        resolve_device(CPU.model_copy(update={"device": "cuda"}))
 
 
 FAULTS_PER_STEPS = """

@@ -64,8 +64,8 @@ def test_truncated_archive_is_a_clear_error(tmp_path: Path, archives: dict[str, 
 
 
 def test_offline_error_lists_every_source(tmp_path: Path) -> None:
-    sources = (Source("grouplens", "zip", "http://127.0.0.1:9/ml-100k.zip", "a" * 64),
-               Source("local", "file", str(tmp_path / "missing.whl"), "b" * 64))
+    sources = (Source(name="grouplens", kind="zip", url="http://127.0.0.1:9/ml-100k.zip", sha256="a" * 64),
+               Source(name="local", kind="file", url=str(tmp_path / "missing.whl"), sha256="b" * 64))
     with pytest.raises(DownloadError) as err:
         acquire(sources, tmp_path / "work", tmp_path / "manual", timeout=2)
     assert "grouplens" in str(err.value) and "local" in str(err.value) and "missing.whl" in str(err.value)
@@ -80,7 +80,7 @@ def test_manual_dir_is_used_first(tmp_path: Path, archives: dict[str, Path]) -> 
     manual = tmp_path / "manual"
     manual.mkdir()
     (manual / "recbole-1.2.1-py3-none-any.whl").write_bytes(archives["recbole"].read_bytes())
-    source = Source("recbole-wheel", "pip-wheel", "recbole==1.2.1", sha256(archives["recbole"]))
+    source = Source(name="recbole-wheel", kind="pip-wheel", url="recbole==1.2.1", sha256=sha256(archives["recbole"]))
     _, used = acquire((source,), tmp_path / "work", manual, timeout=5)
     assert used[0].path.parent == manual
 

@@ -8,7 +8,7 @@ import pytest
 
 from recdistill.data.canonical import parse_archive
 from recdistill.data.splits import make_all, seq_split
-from recdistill.params import DataParams
+from repo_params import repo_params
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def splits(tmp_path_factory, synth):  # noqa: ANN001, ANN201
     import synthetic
     path = synthetic.write_recbole(synth, tmp_path_factory.mktemp("a") / "r.whl")
     c = parse_archive(path)
-    return c, make_all(c.ratings, len(c.users), len(c.items), DataParams())
+    return c, make_all(c.ratings, len(c.users), len(c.items), repo_params().data)
 
 
 def _keys(df: pd.DataFrame) -> set[tuple[int, int]]:
@@ -68,7 +68,7 @@ def test_seq_ties_in_time_are_shuffled_not_ordered_by_item() -> None:
     items = np.concatenate([rng.choice(50, 5, replace=False) for _ in range(200)])
     ratings = pd.DataFrame({"user": np.repeat(np.arange(200), 5), "item": items,
                             "rating": 4, "timestamp": 1000})
-    p = DataParams()
+    p = repo_params().data
     split = seq_split(ratings, p, np.random.default_rng(1))
     largest = ratings.groupby("user")["item"].max()
     share = float((split.test.set_index("user")["item"] == largest).mean())
@@ -94,7 +94,7 @@ def test_ctr_labels_and_neutral_drop(splits) -> None:  # noqa: ANN001
 
 def test_same_seed_same_split_other_seed_differs(splits) -> None:  # noqa: ANN001
     c, s = splits
-    again = make_all(c.ratings, len(c.users), len(c.items), DataParams())
+    again = make_all(c.ratings, len(c.users), len(c.items), repo_params().data)
     pd.testing.assert_frame_equal(again["coldstart/ics"].test, s["coldstart/ics"].test)
-    other = make_all(c.ratings, len(c.users), len(c.items), DataParams(seed=1))
+    other = make_all(c.ratings, len(c.users), len(c.items), repo_params().data.model_copy(update={"seed": 1}))
     assert not other["coldstart/ics"].test.equals(s["coldstart/ics"].test)

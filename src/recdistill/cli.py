@@ -15,6 +15,9 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from recdistill import params
 from recdistill.errors import UserError
@@ -55,7 +58,40 @@ def parse(parser: argparse.ArgumentParser,
     seed = getattr(args, "seed", None)
     if seed is not None and seed not in p.seeds:
         parser.error(f"--seed {seed} is not in seeds {list(p.seeds)} of {args.params}")
+    params.audit(p)  # from here on, the keys the stage reads (tests/test_dvc_params.py)
     return args, p
+
+
+def dvc_params(stage: str, params_file: Path) -> dict[str, Any]:
+    r"""The params keys ``dvc.yaml`` (beside ``params_file``) lists for ``stage``, with their
+    values in ``params_file``: what the stage's MLflow run logs and hashes, so the run records
+    exactly the keys DVC tracks. Read from the files, not through the params object, so
+    logging them is not counted as the stage reading them (see ``params.audit``). Outside a
+    DVC project (no ``dvc.yaml``) there is nothing to log.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "params.yaml").write_text("a: {b: 1, c: [2, 3]}\nd: 4\n")
+    >>> _ = (folder / "dvc.yaml").write_text("stages:\n  s:\n    foreach: [x]\n    do:\n"
+    ...                                       "      cmd: python stages/s.py\n      params: [a.c, d]\n")
+    >>> dvc_params("s", folder / "params.yaml")
+    {'a.c': [2, 3], 'd': 4}
+    """
+    pipeline = params_file.parent / "dvc.yaml"
+    if not pipeline.is_file():
+        return {}
+    stages = (yaml.safe_load(pipeline.read_text(encoding="utf-8")) or {}).get("stages", {})
+    if stage not in stages:
+        raise UserError(f"{pipeline}: no stage {stage!r} (the stage script and dvc.yaml disagree)")
+    body = stages[stage].get("do", stages[stage])
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    values: dict[str, Any] = {}
+    for entry in body.get("params", []):
+        key = entry if isinstance(entry, str) else next(iter(entry))
+        node = raw
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
 
 
 def metrics_line(metrics: Mapping[str, float]) -> str:

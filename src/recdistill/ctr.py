@@ -1,20 +1,23 @@
-"""The ctr track: CrossNet/CIN teacher, DAGFM distilled by KD_DAGFM, DAGFM alone.
+"""The ctr track: CrossNet/CIN teacher, its student distilled by KD_DAGFM, the student alone.
 
-``run_ctr`` is the one function the ``ctr-{teacher,distill,alone}`` stages call. Every model
-trains on BCE of its logits (the student's first phase on KD_DAGFM's loss) through
-``recdistill.train.fit``, with early stopping on validation AUC; the best state is
-evaluated once on test. Cost: parameters, multiply-adds per example counted by
-``torch.utils.flop_counter`` at dispatch level (matrix products plus element-wise
-products), and the median wall time of scoring 10,000 rows in one batch.
+``run_ctr`` is the one function the ``ctr-{teacher,distill,alone}`` stages call; it returns
+an :class:`recdistill.arm.ArmResult`. Models are built by name from :data:`TEACHERS` and
+:data:`STUDENTS` (``train.ctr.model``, ``distill.ctr.student.model``) for a
+:class:`CtrContext` of data sizes. Every model trains on BCE of its logits (the distilled
+student's first phase on KD_DAGFM's loss) through ``recdistill.train.fit``, stopping early
+on ``valid/<evaluate.select.ctr>``; the best state is evaluated once on test. Cost:
+parameters, multiply-adds per example (:func:`recdistill.cost.count_macs`) and the median
+wall time of scoring 10,000 rows in one batch.
 
 Shapes: B batch, N rows, Fc categorical fields, G genres.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,53 +25,92 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from recdistill import metrics
+from recdistill.arm import ArmRecord, ArmResult, CheckpointMeta, Cost, Role
+from recdistill.train.checkpoint import load_teacher, read_checkpoint
+from recdistill.cost import count_macs, n_params
 from recdistill.data.ctr_features import CtrFeatures, CtrSplit
-from recdistill.io import write_json, write_parquet
-from recdistill.models.cin import CIN
-from recdistill.models.crossnet import CrossNet
-from recdistill.models.dagfm import DAGFM
-from recdistill.params import CtrDistillParams, CtrTeacherParams, DagfmParams, Params
-from recdistill.train import FitResult, fit, load_checkpoint, median_ms, save_checkpoint, seed_everything
+from recdistill.models.cin import CIN, CinArch
+from recdistill.models.crossnet import CrossNet, CrossNetArch
+from recdistill.models.dagfm import DAGFM, DagfmArch
+from recdistill.models.registry import Arch, Entry, Registry
+from recdistill.params import Optim, Params, ParamsError
+from recdistill.train import CheckpointError, FitResult, fit, median_ms, seed_everything
 from recdistill.transfer.kd_dagfm import KdResult, kd_dagfm
 
-__all__ = ["Role", "TEACHERS", "MODELS", "build_model", "teacher_config", "student_config",
-           "epoch_batches", "predict", "evaluate", "train_bce", "count_macs", "latency_ms", "cost",
-           "load_teacher", "distill_student", "CtrRun", "run_ctr", "write_outputs"]
+__all__ = ["CtrContext", "TEACHERS", "STUDENTS", "ARM_NAMES", "STAGES", "SELECTABLE", "Teacher",
+           "architecture", "selection", "data_shape", "epoch_batches", "predict",
+           "evaluate", "train_bce", "LATENCY_ROWS", "latency_ms", "measure_cost", "load_ctr_teacher",
+           "distill_student", "run_ctr"]
 
 log = logging.getLogger(__name__)
-Role = Literal["teacher", "distill", "alone"]
-TEACHERS: dict[str, type[nn.Module]] = {"crossnet": CrossNet, "cin": CIN}
-MODELS: dict[str, type[nn.Module]] = {**TEACHERS, "dagfm": DAGFM}
-OUT_NAMES: dict[Role, str] = {"teacher": "teacher", "distill": "distilled", "alone": "alone"}
-METRIC_ROLES: dict[Role, str] = {"teacher": "teacher", "distill": "student", "alone": "alone"}
+ARM_NAMES: dict[Role, str] = {"teacher": "teacher", "student": "distilled", "alone": "alone"}  # metrics/, models/
+STAGES: dict[Role, str] = {"teacher": "ctr-teacher", "student": "ctr-distill", "alone": "ctr-alone"}  # dvc.yaml
+SELECTABLE: dict[str, Literal["max", "min"]] = {"auc": "max", "logloss": "min"}  # what evaluate() computes
 LATENCY_ROWS = 10_000
+MACS_ROWS = 8  # rows of the forward pass whose multiply-adds are counted
 
 
-def build_model(name: str, config: dict[str, Any]) -> nn.Module:
-    """The ctr model ``name`` (a key of :data:`MODELS`) from constructor kwargs."""
-    if name not in MODELS:
-        raise ValueError(f"unknown ctr model {name!r}; accepted: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**config)
+@dataclass(frozen=True)
+class CtrContext:
+    """The sizes a ctr model is built with, besides its architecture block."""
+
+    cardinalities: tuple[int, ...]  # per categorical field, OOV slot included
+    n_multi: int  # values of the multi-hot field (genres)
+    embed_dim: int  # train.ctr.embed_dim; the teacher checkpoint's for the distilled student
 
 
-def _fields(features: CtrFeatures) -> dict[str, Any]:
+def _crossnet(arch: CrossNetArch, c: CtrContext) -> nn.Module:
+    return CrossNet(c.cardinalities, c.n_multi, c.embed_dim, depth=arch.depth, cross=arch.cross,
+                    mlp_dims=arch.mlp_dims)
+
+
+def _cin(arch: CinArch, c: CtrContext) -> nn.Module:
+    return CIN(c.cardinalities, c.n_multi, c.embed_dim, depth=arch.depth, layer_size=arch.layer_size,
+               mlp_dims=arch.mlp_dims)
+
+
+def _dagfm(arch: DagfmArch, c: CtrContext) -> nn.Module:
+    return DAGFM(c.cardinalities, c.n_multi, c.embed_dim, depth=arch.depth, type=arch.type)
+
+
+TEACHERS: Registry[CtrContext] = Registry("ctr teacher", {
+    "crossnet": Entry(CrossNetArch, _crossnet), "cin": Entry(CinArch, _cin)})
+# a student is distilled with KD_DAGFM: it needs a FieldEmbedding `embedding` and `interact(emb)`
+STUDENTS: Registry[CtrContext] = Registry("ctr student", {"dagfm": Entry(DagfmArch, _dagfm)})
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A trained teacher, loaded for distillation."""
+
+    model: nn.Module  # in eval mode, on the features' device
+    meta: CheckpointMeta
+    path: Path
+
+
+def architecture(role: Role, p: Params) -> Arch:
+    """The typed ``model:`` block of ``role``'s model (ParamsError naming the key if bad)."""
+    if role == "teacher":
+        return TEACHERS.arch(p.train.ctr.model, "train.ctr.model")
+    if role in ("student", "alone"):
+        return STUDENTS.arch(p.distill.ctr.student.model, "distill.ctr.student.model")
+    raise ValueError(f"the ctr track has no {role!r} arm; its roles: {', '.join(ARM_NAMES)}")
+
+
+def selection(p: Params) -> tuple[str, Literal["max", "min"]]:
+    """The monitored validation metric (``valid/auc``) and its direction, from ``evaluate.select.ctr``."""
+    name = p.evaluate.select.ctr
+    if name not in SELECTABLE:
+        raise ParamsError(f"params.yaml: evaluate.select.ctr = {name!r} is invalid: expected one of "
+                          f"{', '.join(map(repr, SELECTABLE))} (the metrics the ctr track computes)")
+    return f"valid/{name}", SELECTABLE[name]
+
+
+def data_shape(features: CtrFeatures) -> dict[str, Any]:
+    """The data sizes a checkpoint records and a teacher is checked against at load."""
     return {"cardinalities": list(features.cardinalities), "n_multi": features.n_multi}
-
-
-def teacher_config(p: CtrTeacherParams, features: CtrFeatures) -> dict[str, Any]:
-    """Constructor kwargs of the teacher ``p.teacher`` (plain types: stored in the checkpoint)."""
-    if p.teacher not in TEACHERS:
-        raise ValueError(f"train.ctr.teacher = {p.teacher!r}; accepted: {', '.join(sorted(TEACHERS))}")
-    extra = {"cross": p.cross} if p.teacher == "crossnet" else {"layer_size": p.cin_layer_size}
-    return {**_fields(features), "embed_dim": p.embed_dim, "depth": p.depth,
-            "mlp_dims": list(p.mlp_dims), **extra}
-
-
-def student_config(p: DagfmParams, embed_dim: int, features: CtrFeatures) -> dict[str, Any]:
-    return {**_fields(features), "embed_dim": embed_dim, "depth": p.depth, "type": p.type}
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
@@ -79,15 +121,23 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
     return batches
 
 
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; its train/eval mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: CtrSplit, chunk: int = 65_536) -> torch.Tensor:
     """Logits (N,) of every row of ``split``, in eval mode (the mode is restored)."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(split.ids[i:i + chunk], split.multi[i:i + chunk])
-                     for i in range(0, len(split), chunk)])  # (N,)
-    model.train(was_training)
-    return out
+    with _eval_mode(model):
+        return torch.cat([model(split.ids[i:i + chunk], split.multi[i:i + chunk])
+                          for i in range(0, len(split), chunk)])  # (N,)
 
 
 def evaluate(model: nn.Module, split: CtrSplit, prefix: str) -> dict[str, float]:
@@ -97,117 +147,67 @@ def evaluate(model: nn.Module, split: CtrSplit, prefix: str) -> dict[str, float]
             f"{prefix}/logloss": metrics.logloss(probs, split.labels)}
 
 
-def train_bce(model: nn.Module, features: CtrFeatures, hp: CtrTeacherParams | DagfmParams, *,
-              generator: torch.Generator, name: str,
+def train_bce(model: nn.Module, features: CtrFeatures, optim: Optim, *, generator: torch.Generator,
+              name: str, p: Params,
               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
-    """Train every parameter of ``model`` on BCE; early stopping on validation AUC."""
+    """Train every parameter of ``model`` on BCE; early stopping on :func:`selection`."""
     train = features.train
+    monitor, mode = selection(p)
 
     def loss_fn(rows: torch.Tensor) -> torch.Tensor:
         logits = model(train.ids[rows], train.multi[rows])  # (B,)
         return F.binary_cross_entropy_with_logits(logits, train.labels[rows])
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    batches = epoch_batches(len(train), hp.batch_size, generator, train.ids.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    batches = epoch_batches(len(train), optim.batch_size, generator, train.ids.device)
     return fit(model, optimizer, batches=batches, loss_fn=loss_fn,
-               validate=lambda: evaluate(model, features.valid, "valid"), epochs=hp.epochs,
-               monitor="valid/auc", mode="max", patience=hp.patience, name=name, on_epoch=on_epoch)
-
-
-def _mul_flops(*args: Any, out_shape: tuple[int, ...], **kwargs: Any) -> int:
-    return 2 * int(torch.Size(out_shape).numel())  # 1 multiply = 1 MAC = 2 "flops"
-
-
-def _mv_flops(mat: tuple[int, ...], *args: Any, out_shape: Any, **kwargs: Any) -> int:
-    return 2 * mat[0] * mat[1]  # (M, N) @ (N,)
-
-
-def _addmv_flops(bias: Any, mat: tuple[int, ...], *args: Any, out_shape: Any, **kwargs: Any) -> int:
-    return 2 * mat[0] * mat[1]
-
-
-def _dot_flops(a: tuple[int, ...], *args: Any, out_shape: Any, **kwargs: Any) -> int:
-    return 2 * a[0]
-
-
-# counted on top of torch's own formulas (mm, addmm, bmm, baddbmm, convolutions)
-_MAC_FORMULAS: dict[Any, Callable[..., int]] = {
-    torch.ops.aten.mul: _mul_flops, torch.ops.aten.mv: _mv_flops,
-    torch.ops.aten.addmv: _addmv_flops, torch.ops.aten.dot: _dot_flops}
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, split: CtrSplit, rows: int = 8) -> int:
-    """Multiply-adds per example of one forward pass, counted on ``rows`` examples.
-
-    Matrix products (mm, addmm, bmm, mv, ...) count ``M*N*K``; element-wise products count
-    one per output element; lookups, sums and additions count nothing.
-    """
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False, custom_mapping=_MAC_FORMULAS)
-    with counter:
-        model(split.ids[:rows], split.multi[:rows])
-    model.train(was_training)
-    return round(counter.get_total_flops() / 2 / rows)
+               validate=lambda: evaluate(model, features.valid, "valid"), epochs=optim.epochs,
+               monitor=monitor, mode=mode, patience=optim.patience, name=name, on_epoch=on_epoch,
+               amp=p.runtime.amp)
 
 
 @torch.no_grad()
 def latency_ms(model: nn.Module, split: CtrSplit, repeats: int = 7) -> float:
+    """Median ms of scoring 10,000 rows of ``split`` in one batch, in eval mode (restored)."""
     index = torch.arange(LATENCY_ROWS, device=split.ids.device) % len(split)  # (10k,)
     ids, multi = split.ids[index], split.multi[index]  # (10k, Fc), (10k, G)
-    model.eval()
-    return median_ms(lambda: model(ids, multi), ids.device, repeats)
+    with _eval_mode(model):
+        return median_ms(lambda: model(ids, multi), ids.device, repeats)
 
 
-def cost(model: nn.Module, split: CtrSplit) -> dict[str, Any]:
-    """The metrics-file ``cost`` block: parameters, MACs per example, latency per 10k rows."""
-    device = split.ids.device
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "macs_per_example": count_macs(model, split),
-            "latency_ms": round(latency_ms(model, split), 3), "latency_unit": "per 10k rows",
-            "device": device.type}
+def measure_cost(model: nn.Module, split: CtrSplit) -> Cost:
+    """Parameters, multiply-adds per example and the latency per 10k rows of ``model``."""
+    ids, multi = split.ids[:MACS_ROWS], split.multi[:MACS_ROWS]  # (8, Fc), (8, G)
+    with _eval_mode(model):
+        macs = count_macs(lambda: model(ids, multi), examples=len(ids))
+    return Cost(params=n_params(model), macs_per_example=macs, macs_method="flop_counter",
+                latency_ms=round(latency_ms(model, split), 3), latency_unit="per 10k rows",
+                device=split.ids.device.type)
 
 
-def load_teacher(path: str | Path, features: CtrFeatures) -> tuple[CrossNet | CIN, dict[str, Any]]:
-    """The trained teacher from its checkpoint (``CheckpointError`` naming a missing/bad path)."""
-    state, meta = load_checkpoint(path, map_location=features.train.ids.device)
-    if meta.get("role") != "teacher" or meta.get("architecture") not in TEACHERS:
-        raise ValueError(f"checkpoint {path} is not a ctr teacher (role={meta.get('role')!r}, "
-                         f"architecture={meta.get('architecture')!r}; accepted: {sorted(TEACHERS)})")
-    if list(meta["config"]["cardinalities"]) != list(features.cardinalities):
-        raise ValueError(f"checkpoint {path} was trained on other vocabularies "
-                         f"({meta['config']['cardinalities']} vs {list(features.cardinalities)}); "
-                         "retrain the teacher on this split")
-    teacher = build_model(meta["architecture"], meta["config"]).to(features.train.ids.device)
-    assert isinstance(teacher, CrossNet | CIN)
-    teacher.load_state_dict(state)
-    return teacher, meta
+def load_ctr_teacher(path: str | Path, features: CtrFeatures) -> Teacher:
+    """The trained teacher at ``path`` for ``features`` (on their device); every failure is one
+    :class:`CheckpointError` line naming the file."""
+    path = Path(path)
+    # its embed_dim sizes the model load_teacher builds, so the metadata is read first
+    _, meta = read_checkpoint(path)
+    embed_dim = meta.extra.get("embed_dim")
+    if not isinstance(embed_dim, int):
+        raise CheckpointError(f"checkpoint {path} records no extra.embed_dim, so it is not a ctr "
+                              "teacher written by this code; retrain it (dvc repro)")
+    context = CtrContext(features.cardinalities, features.n_multi, embed_dim)
+    model, meta = load_teacher(path, "ctr", TEACHERS, context, shape=data_shape(features),
+                               device=features.train.ids.device)
+    return Teacher(model, meta, path)
 
 
-@dataclass
-class CtrRun:
-    """What a ctr stage writes: the trained model and its records."""
-
-    role: Role
-    architecture: str
-    config: dict[str, Any]
-    model: nn.Module
-    seed: int
-    metrics: dict[str, float]
-    cost: dict[str, Any]
-    history: list[dict[str, Any]]
-    epochs: int
-    best_epoch: int
-    seconds_per_epoch: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def distill_student(student: DAGFM, teacher: CrossNet | CIN, features: CtrFeatures,
-                    p: CtrDistillParams, *, generator: torch.Generator,
+def distill_student(student: nn.Module, teacher: nn.Module, features: CtrFeatures, p: Params, *,
+                    generator: torch.Generator,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> KdResult:
-    """KD_DAGFM's two phases on ``student``; epochs are numbered on through both phases."""
-    sp, train = p.student, features.train
+    """KD_DAGFM's two phases on ``student``; ``on_epoch`` numbers epochs on through both phases."""
+    dp, train = p.distill.ctr, features.train
+    optim = dp.student.optim
+    monitor, mode = selection(p)
     finetune_offset = [0]
 
     def phase_epoch(phase: str, epoch: int, row: dict[str, float]) -> None:
@@ -219,86 +219,67 @@ def distill_student(student: DAGFM, teacher: CrossNet | CIN, features: CtrFeatur
 
     return kd_dagfm(student, teacher, train_ids=train.ids, train_multi=train.multi,
                     train_labels=train.labels,
-                    batches=epoch_batches(len(train), sp.batch_size, generator, train.ids.device),
+                    batches=epoch_batches(len(train), optim.batch_size, generator, train.ids.device),
                     validate=lambda: evaluate(student, features.valid, "valid"),
-                    alpha=p.alpha, beta=p.beta,
-                    make_optimizer=lambda ps: torch.optim.Adam(ps, lr=sp.lr,
-                                                               weight_decay=sp.weight_decay),
-                    epochs=sp.epochs, patience=sp.patience, on_epoch=phase_epoch)
+                    monitor=monitor, mode=mode, alpha=dp.alpha, beta=dp.beta,
+                    make_optimizer=lambda ps: torch.optim.Adam(ps, lr=optim.lr,
+                                                               weight_decay=optim.weight_decay),
+                    epochs=optim.epochs, patience=optim.patience, amp=p.runtime.amp,
+                    on_epoch=phase_epoch)
 
 
-def run_ctr(role: Role, p: Params, *, features: CtrFeatures, seed: int,
-            teacher_checkpoint: str | Path | None = None,
-            on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> CtrRun:
+def run_ctr(role: Role, p: Params, *, features: CtrFeatures, seed: int, teacher: Teacher | None = None,
+            on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> ArmResult:
     """Train the teacher, the distilled student or the student alone; evaluate it once on test.
 
-    ``features`` must already be on the training device. The distill role needs
-    ``teacher_checkpoint`` and fails before any training when it is missing or unreadable;
-    the student then takes the teacher's ``embed_dim`` (its embeddings are the teacher's).
+    ``features`` must already be on the training device. The student role needs ``teacher``
+    (:func:`load_ctr_teacher`) and takes its ``embed_dim`` (its embeddings are the teacher's).
+
+    History rows: ``epoch`` restarts at 1 in the student's finetune phase (``phase`` tells the
+    phases apart); ``step`` numbers on through both phases, as the MLflow step does, so that a
+    curve over both has one x per row (the DVC plots' x axis).
     """
+    arch = architecture(role, p)
+    if (role == "student") != (teacher is not None):
+        raise ValueError(f"the ctr {role} arm takes {'a' if role == 'student' else 'no'} teacher")
     device = features.train.ids.device
-    sp = p.distill.ctr.student
-    teacher: CrossNet | CIN | None = None
-    teacher_meta: dict[str, Any] = {}
-    if role == "distill":  # load first: no silent warm start from a missing teacher
-        if teacher_checkpoint is None:
-            raise ValueError("the distill role needs the teacher checkpoint path")
-        teacher, teacher_meta = load_teacher(teacher_checkpoint, features)
+    embed_dim = teacher.meta.extra["embed_dim"] if teacher is not None else p.train.ctr.embed_dim
     generator = seed_everything(seed, device)
-    architecture: str
-    if role == "teacher":
-        architecture, config = p.train.ctr.teacher, teacher_config(p.train.ctr, features)
-    else:
-        embed_dim = teacher_meta["config"]["embed_dim"] if teacher else p.train.ctr.embed_dim
-        architecture, config = "dagfm", student_config(sp, embed_dim, features)
-    model = build_model(architecture, config).to(device)
-    extra: dict[str, Any] = {}
+    registry = TEACHERS if role == "teacher" else STUDENTS
+    model = registry.build(arch, CtrContext(features.cardinalities, features.n_multi, embed_dim)).to(device)
+    extra: dict[str, Any] = {"embed_dim": embed_dim, "fields": list(features.fields)}
     results: tuple[FitResult, ...]
     if teacher is not None:
-        assert isinstance(model, DAGFM)
-        kd = distill_student(model, teacher, features, p.distill.ctr, generator=generator,
-                             on_epoch=on_epoch)
-        results, history = (kd.distill, kd.finetune), kd.history
-        chosen = kd.finetune if kd.chosen == "finetune" else kd.distill
-        best_epoch = chosen.best_epoch + (kd.distill.epochs_run if kd.chosen == "finetune" else 0)
-        extra = {"teacher": {"architecture": teacher_meta["architecture"],
-                             "checkpoint": str(teacher_checkpoint),
-                             "valid/auc": teacher_meta["valid/auc"]},
-                 "chosen_phase": kd.chosen,
-                 "phase_best": {"distill": kd.distill.best, "finetune": kd.finetune.best}}
+        kd = distill_student(model, teacher.model, features, p, generator=generator, on_epoch=on_epoch)
+        results, stopped = (kd.distill, kd.finetune), kd.finetune.stopped
+        offset = {"distill": 0, "finetune": kd.distill.epochs_run}
+        history = [{**row, "step": row["epoch"] + offset[row["phase"]]} for row in kd.history]
+        best_epoch = (kd.finetune if kd.chosen == "finetune" else kd.distill).best_epoch + offset[kd.chosen]
+        extra |= {"teacher": {"checkpoint": str(teacher.path), "arch": teacher.meta.arch,
+                              "seed": teacher.meta.seed, "selection": teacher.meta.selection},
+                  "chosen_phase": kd.chosen,
+                  "phase_best": {"distill": kd.distill.best, "finetune": kd.finetune.best}}
     else:
-        hp = p.train.ctr if role == "teacher" else sp
-        result = train_bce(model, features, hp, generator=generator, name=f"ctr-{role}",
-                           on_epoch=on_epoch)
-        results, history, best_epoch = (result,), list(result.history), result.best_epoch
+        optim = p.train.ctr.optim if role == "teacher" else p.distill.ctr.student.optim
+        result = train_bce(model, features, optim, generator=generator, name=f"ctr-{ARM_NAMES[role]}",
+                           p=p, on_epoch=on_epoch)
+        results, stopped, best_epoch = (result,), result.stopped, result.best_epoch
+        history = [{**row, "step": row["epoch"]} for row in result.history]
     scores = {**evaluate(model, features.valid, "valid"), **evaluate(model, features.test, "test")}
     epochs = sum(r.epochs_run for r in results)
     seconds = sum(r.seconds_per_epoch * r.epochs_run for r in results) / epochs
-    log.info("ctr %s (%s) seed %d: %s", role, architecture, seed,
+    log.info("ctr %s (%s) seed %d: %s", role, arch.name, seed,
              ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-    return CtrRun(role, architecture, config, model, seed, scores, cost(model, features.test),
-                  history, epochs, best_epoch, seconds, extra)
-
-
-def write_outputs(run: CtrRun, features: CtrFeatures, out_dir: str | Path) -> dict[str, Any]:
-    """Write model.pt, history.json and predictions.parquet under ``out_dir``.
-
-    predictions.parquet: ``row`` (int64, the row's position in the test split file),
-    ``label`` (int8) and ``score`` (float32, the predicted click probability).
-
-    Returns the metrics-file object (the stage writes it, and run.json through tracking).
-    """
-    out_dir = Path(out_dir)
-    meta = {"role": run.role, "architecture": run.architecture, "config": run.config,
-            "seed": run.seed, "fields": list(features.fields), "valid/auc": run.metrics["valid/auc"],
-            **{k: v for k, v in run.extra.items() if k == "chosen_phase"}}
-    save_checkpoint(out_dir / "model.pt", run.model.state_dict(), meta)
-    write_json(out_dir / "history.json", run.history)
     test = features.test
-    probs = torch.sigmoid(predict(run.model, test)).cpu()  # (N,)
-    write_parquet(out_dir / "predictions.parquet", pd.DataFrame({
+    probs = torch.sigmoid(predict(model, test)).cpu()  # (N,)
+    predictions = pd.DataFrame({  # row: the row's position in the test split file
         "row": torch.arange(len(test)).numpy(), "label": test.labels.cpu().numpy().astype("int8"),
-        "score": probs.numpy()}))
-    return {"track": "ctr", "model": OUT_NAMES[run.role], "role": METRIC_ROLES[run.role],
-            "seed": run.seed, "metrics": run.metrics, "cost": run.cost, "epochs": run.epochs,
-            "best_epoch": run.best_epoch, "seconds_per_epoch": round(run.seconds_per_epoch, 4)}
+        "score": probs.numpy()})
+    record = ArmRecord(track="ctr", model=ARM_NAMES[role], role=role, seed=seed, scenario=None,
+                       metrics=scores, cost=measure_cost(model, test), epochs=epochs,
+                       best_epoch=best_epoch, seconds_per_epoch=round(seconds, 4), stopped=stopped)
+    checkpoint = CheckpointMeta(track="ctr", role=role, seed=seed, arch=arch.model_dump(mode="json"),
+                                shape=data_shape(features),
+                                selection={k: v for k, v in scores.items() if k.startswith("valid/")},
+                                best_epoch=best_epoch, extra=extra)
+    return ArmResult(record, model.state_dict(), checkpoint, history, predictions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "rmse", "mae", "auc", "logloss", "topk_items", "recall_at_k", "ndcg_at_k", "hr_at_k",
+    "rmse", "mae", "auc", "logloss", "topk_items", "ndcg_at_k", "hr_at_k",
     "ranking_metrics", "user_auc",
 ]
 
@@ -112,11 +112,6 @@ def _ndcg(hits: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
     n_ideal = relevant.sum(1).clamp(max=k)  # (U,)
     ideal = torch.cumsum(discount, 0)[(n_ideal - 1).clamp(min=0)]  # (U,)
     return torch.where(n_ideal > 0, dcg / ideal, torch.zeros_like(dcg))
-
-
-def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Per user (U,): relevant items in the top k / relevant items (0 where none)."""
-    return _recall(_hits(scores, relevant, k), relevant, k)
 
 
 def hr_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> torch.Tensor:

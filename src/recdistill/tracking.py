@@ -1,10 +1,16 @@
 """MLflow conventions (ARCHITECTURE §7), in one place; the only module that imports mlflow.
 
 ``stage_run`` opens one run per stage execution, named ``<stage>@<item>``, tagged with the
-stage, item, track, role, git commit, DVC experiment name, a hash of the params the stage
-reads, the data manifest hash, the host and the process (pid, start time, and on Linux the
-host/boot/pid-namespace it belongs to), and logs those params flattened with dots. The run
-ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other error. A
+stage, item, track, role, seed, DVC experiment name, a hash of the params the stage reads,
+the data manifest hash, the host and the process (pid, start time, and on Linux the
+host/boot/pid-namespace it belongs to), and logs those params flattened with dots. Where the
+code came from is in MLflow's own source tags (``mlflow.source.name`` = the stage script,
+``mlflow.source.type`` = LOCAL, ``mlflow.source.git.commit``, ``mlflow.source.git.dirty``),
+which the UI shows in its Source column; the split the stage reads is logged as the run's
+dataset input (``ml-100k/ctr``, digest = a hash of the split's files), shown in the Dataset
+column. The experiment is tagged ``mlflow.experimentKind = custom_model_development``
+("Machine learning"), so the UI treats it as a training experiment and not a GenAI one. The
+run ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other error. A
 SIGKILLed process cannot end its run; the next run of the same stage and item from the same
 host, boot and pid namespace ends it KILLED once its process is gone.
 
@@ -23,10 +29,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +45,28 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402  (telemetry switches must be set before the import)
+from mlflow.entities import Dataset, DatasetInput, InputTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import (  # noqa: E402
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 __all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "mlflow_key", "params_hash"]
 
 log = logging.getLogger(__name__)
 MANIFEST = Path("data/canonical/manifest.json")
+PREPARED = Path("data/prepared")  # one split folder per track: data/prepared/<track>
+DATASET = "ml-100k"  # what every split is cut from; dataset inputs are named ml-100k/<split>
+# MLflow 3's UI reads this experiment tag: "genai_development" opens an experiment on its
+# traces, "custom_model_development" ("Machine learning") on its training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+SPLIT_HASH_LIMIT = 256 << 20  # bytes: a larger split is identified by the manifest hash instead
 
 
 def repo_root() -> Path:
@@ -66,8 +88,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     >>> flatten({"distill": {"ctr": {"beta": 921.6, "student": {"depth": 3}}}})
     {'distill.ctr.beta': 921.6, 'distill.ctr.student.depth': 3}
     """
-    if is_dataclass(obj) and not isinstance(obj, type):
+    if callable(getattr(obj, "model_dump", None)) and not isinstance(obj, type):  # a params block
         obj = section_dict(obj)
+    elif is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
     if not isinstance(obj, dict):
         return {prefix: obj}
     out: dict[str, Any] = {}
@@ -91,20 +115,87 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _git_commit(root: Path) -> str:
+def _git_tags(root: Path) -> dict[str, str]:
+    """MLflow's source tags for the checkout: the commit, and whether tracked files differ
+    from it (``{}`` outside a git checkout)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return {}
+    return {MLFLOW_GIT_COMMIT: out.stdout.strip(), MLFLOW_GIT_DIRTY: "true" if dirty else "false"}
+
+
+def _source_name(root: Path) -> str:
+    """The script this process runs (``stages/ctr_train.py``), relative to the repo if inside."""
+    script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m", "-") else ""
+    if not script:
+        return "<python>"
+    path = Path(script).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _manifest_hash(root: Path) -> str:
     path = root / MANIFEST
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
+
+
+def _split_hash(path: Path) -> str | None:
+    """sha256 (first 16 hex digits) of a split: its files' relative paths and contents.
+    None when there is nothing to hash or more than ``SPLIT_HASH_LIMIT`` bytes of it."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    try:
+        if not files or not path.exists() or sum(f.stat().st_size for f in files) > SPLIT_HASH_LIMIT:
+            return None
+        digest = hashlib.sha256()
+        for file in files:
+            name = file.relative_to(path).as_posix() if path.is_dir() else file.name
+            digest.update(f"{name}\0{file_digest(file)}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def _dataset_input(root: Path, track: str, role: str, data: str | Path | None,
+                   manifest: str) -> DatasetInput | None:
+    """The run's input split as an MLflow dataset: named ``ml-100k/<folder under
+    data/prepared>`` (``ml-100k/ctr``, ``ml-100k/coldstart/ics``; ``ml-100k`` for the whole
+    of data/prepared or another folder), its digest a hash of the split's files (the data
+    manifest hash for a split that is missing or too large), its context ``training``
+    (``evaluation`` for evaluate, ``preprocessing`` for role ``data``). ``data`` None reads
+    ``data/prepared/<track>`` (all of data/prepared for track ``all``) and logs nothing when
+    that folder is missing, or for track ``data`` (the stages that build the splits)."""
+    if data is None:
+        if track == "data":
+            return None
+        data = PREPARED if track == "all" else PREPARED / track
+        if not (root / data).is_dir():
+            return None
+    full = Path(os.path.abspath(root / data))
+    shown = full.relative_to(root).as_posix() if full.is_relative_to(root) else str(full)
+    under = full.relative_to(root / PREPARED).as_posix() if full.is_relative_to(root / PREPARED) else "."
+    name = DATASET if under == "." else f"{DATASET}/{under}"
+    # what mlflow.data's MetaDataset records for a local source, without a class that MLflow
+    # could be asked to load: the stage reads the Parquet files itself
+    dataset = Dataset(name=name, digest=_split_hash(full) or manifest, source_type="local",
+                      source=json.dumps({"uri": shown}))
+    context = ("evaluation" if track == "all" or role == "summary" else
+               "preprocessing" if role == "data" else "training")
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+def _experiment_id(client: MlflowClient, name: str, root: Path) -> str:
+    """The experiment's id, created if missing; either way tagged as a model-training
+    experiment unless it already says what kind it is."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, artifact_location=(root / "mlartifacts").as_uri(),
+                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return found.experiment_id
 
 
 @dataclass
@@ -117,6 +208,13 @@ class StageRun:
     tags: dict[str, str]
     client: MlflowClient
     interrupts: _Interrupts
+
+    @property
+    def commit(self) -> str:
+        """The git commit the stage ran from, ``-dirty`` appended when tracked files differed
+        from it (``unknown`` outside a git checkout): for reports, one string."""
+        commit = self.tags.get(MLFLOW_GIT_COMMIT, "unknown")
+        return commit + ("-dirty" if self.tags.get(MLFLOW_GIT_DIRTY) == "true" else "")
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics with ``step=epoch`` (keys through :func:`mlflow_key`)."""
@@ -161,9 +259,12 @@ class StageRun:
         self.set_tags({"checkpoint.path": str(path), "checkpoint.md5": file_digest(path, "md5")})
 
     def write_run_json(self, path: str | Path, **extra: Any) -> None:
-        """The run record DVC caches with the checkpoint, so links survive cache restores."""
+        """The run record DVC caches with the checkpoint, so links survive cache restores:
+        the run's ids and tags, and ``git.commit`` (:attr:`commit`), the key that run.json
+        files written before the MLflow source tags carry too."""
         write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id,
-                          "run_name": self.name, "tracking_uri": tracking_uri(), **self.tags, **extra})
+                          "run_name": self.name, "tracking_uri": tracking_uri(), **self.tags,
+                          "git.commit": self.commit, **extra})
 
 
 @contextlib.contextmanager
@@ -278,12 +379,19 @@ def _end_orphans(client: MlflowClient, experiment_id: str, name: str, owner: str
 
 @contextlib.contextmanager
 def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str, Any],
-              experiment: str = "recdistill") -> Iterator[StageRun]:
+              experiment: str = "recdistill", seed: int | str | None = None,
+              data: str | Path | None = None) -> Iterator[StageRun]:
     """Open the MLflow run of one stage execution.
 
     Args:
         stage: the DVC stage family (``ctr-distill``); item: its matrix item (``0``).
+        track, role: tags the UI groups runs by (``ctr``; ``teacher``, ``student``, ``alone``).
         params: ``{"distill.ctr": p.distill.ctr, ...}``, the params this stage reads.
+        seed: the training seed, tagged ``seed``; None takes ``item`` when it is a number
+            (the seed matrix of the training stages) and tags none otherwise.
+        data: the split folder the stage reads (``data/prepared/coldstart/ics``), relative to
+            the repository root; None takes ``data/prepared/<track>``. Logged as the run's
+            dataset input (see :func:`_dataset_input`).
 
     Example::
 
@@ -296,30 +404,34 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
     mlflow.set_tracking_uri(uri)
     with _store_lock(uri):
         client = MlflowClient()
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            experiment_id = client.create_experiment(
-                experiment, artifact_location=(root / "mlartifacts").as_uri())
-        else:
-            experiment_id = found.experiment_id
+        experiment_id = _experiment_id(client, experiment, root)
         name, owner = (f"{stage}@{item}" if item else stage), _process_owner()
         if owner is not None:
             _end_orphans(client, experiment_id, name, owner)
     pid = os.getpid()
     process = {"pid": str(pid), "pid.start": _start_time(pid) or "", "process.owner": owner or ""}
+    if seed is None and item.isdigit():
+        seed = item
+    manifest = _manifest_hash(root)
     tags = {"stage": stage, "item": item, "track": track, "role": role,
-            "git.commit": _git_commit(root), "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
-            "params.hash": params_hash(params), "data.manifest": _manifest_hash(root),
+            **({"seed": str(seed)} if seed is not None else {}),
+            MLFLOW_SOURCE_NAME: _source_name(root), MLFLOW_SOURCE_TYPE: "LOCAL", **_git_tags(root),
+            "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+            "params.hash": params_hash(params), "data.manifest": manifest,
             "host": socket.gethostname(), **process}
+    dataset = _dataset_input(root, track, role, data, manifest)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
-    client.log_batch(run.info.run_id, params=[
-        mlflow.entities.Param(k, json.dumps(v) if isinstance(v, list) else str(v))
-        for k, v in flatten(params).items()])
     log.info("mlflow run %s (%s) in %s", name, run.info.run_id, tracking_uri())
     interrupts = _Interrupts()
     status = "FAILED"
     with interrupts.installed():
         try:
+            with interrupts.held():
+                client.log_batch(run.info.run_id, params=[
+                    mlflow.entities.Param(k, json.dumps(list(v)) if isinstance(v, list | tuple) else str(v))
+                    for k, v in flatten(params).items()])
+                if dataset is not None:
+                    client.log_inputs(run.info.run_id, datasets=[dataset])
             yield StageRun(run.info.run_id, experiment_id, name, tags, client, interrupts)
             status = "FINISHED"
         except (KeyboardInterrupt, _Terminated):

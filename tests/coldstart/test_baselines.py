@@ -52,12 +52,23 @@ def test_item_cold_start_prediction_by_hand() -> None:
                        "value": pd.Series(dtype=str)})
     train = pd.DataFrame({"user": [0, 0, 1, 1], "item": [0, 1, 0, 1], "rating": [5, 3, 4, 2]})
     test = pd.DataFrame({"user": [0, 1], "item": [2, 2], "rating": [4, 3]})  # item 2 is cold
-    out = run_baselines(train, test, test, users, items, kg, BaselineParams(bias_reg=0.0, bias_iters=200))
+    arms, predictions = run_baselines(train, test, test, users, items, kg,
+                                      BaselineParams(bias_reg=0.0, bias_iters=200), scenario="ics", seed=7)
     mu, bu = 3.5, np.array([0.5, -0.5])  # exact: users differ by 1, items by 2
     comedy = np.mean([5 - mu - bu[0], 4 - mu - bu[1]])  # residuals r - mu - b_u of item 0's ratings
     drama = np.mean([3 - mu - bu[0], 2 - mu - bu[1]])
-    want = mu + bu + (comedy + drama) / 2
-    np.testing.assert_allclose(out["attribute-residual"].predictions["prediction"], want, atol=1e-5)
-    np.testing.assert_allclose(out["bias"].predictions["prediction"], mu + bu, atol=1e-5)  # b_i = 0
-    np.testing.assert_allclose(out["global-mean"].predictions["prediction"], [mu, mu])
-    assert out["global-mean"].metrics["test/rmse"] == pytest.approx(np.sqrt((0.5**2 + 0.5**2) / 2))
+    want = {"attribute-residual": mu + bu + (comedy + drama) / 2, "bias": mu + bu,  # b_i = 0
+            "global-mean": np.array([mu, mu])}
+    assert list(arms.arms) == ["global-mean", "bias", "attribute-residual"]
+    assert list(predictions.columns) == ["model", "user", "item", "rating", "prediction"]
+    for name, arm in arms.arms.items():
+        rows = predictions[predictions["model"] == name]
+        np.testing.assert_allclose(rows["prediction"], want[name], atol=1e-5)
+        assert arm.metrics["test/rmse"] == pytest.approx(np.sqrt(np.mean((want[name] - [4, 3]) ** 2)), abs=1e-6)
+        assert arm.metrics["test/mae"] == pytest.approx(np.mean(np.abs(want[name] - [4, 3])), abs=1e-6)
+        assert (arm.model, arm.role, arm.scenario, arm.seed, arm.epochs, arm.stopped) == (
+            name, "baseline", "ics", 7, 0, "not_trained")
+        assert arm.cost.macs_per_example == 0 and arm.cost.macs_method == "formula"
+    # fitted numbers: mu; + 2 user and 3 item biases; + residuals of 2 genres, 2 age buckets,
+    # 2 genders and 2 occupations
+    assert [arm.cost.params for arm in arms.arms.values()] == [1, 6, 14]

@@ -1,22 +1,30 @@
-"""The three coldstart stages end to end on the synthetic dataset (no DVC, tmp outputs)."""
+"""The three coldstart stages end to end on the synthetic dataset (no DVC, tmp outputs); their
+metrics against the predictions they wrote, and those against the reloaded checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
+import re
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
-from recdistill import report
+from recdistill.arm import read_metrics
+from recdistill.train.checkpoint import load_teacher
+from recdistill.coldstart.graphs import graph_from_payload
+from recdistill.coldstart.training import TEACHERS, AgnnContext, NeighborSampler, Ratings, evaluate, graph_shape
 from recdistill.data.canonical import parse_archive, write_canonical
 from recdistill.data.splits import make_all
 from recdistill.graph import read_pickle
-from recdistill.params import load
-from recdistill.train import load_checkpoint
+from recdistill.models.agnn import AGNN
+from recdistill.params import ParamsError, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +44,8 @@ def workspace(synth: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
     c = parse_archive(synthetic.write_recbole(synth, root / "recbole-1.2.1-py3-none-any.whl"))
     write_canonical(c, root / "canonical")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"]["agnn"].update(epochs=2, batch_size=128, embed_dim=8, hidden_dim=8)
+    raw["train"]["agnn"]["model"].update(embed_dim=8, hidden_dim=8)
+    raw["train"]["agnn"]["optim"].update(epochs=2, batch_size=128)
     raw["runtime"]["device"] = "cpu"
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     splits = make_all(c.ratings, len(c.users), len(c.items), load(root / "params.yaml").data)
@@ -54,8 +63,13 @@ def _neighbors(ws: Path, scenario: str, out: Path) -> None:
                                         "--params", str(ws / "params.yaml")])
 
 
+def _rmse_mae(frame: pd.DataFrame) -> tuple[float, float]:
+    error = frame["prediction"].to_numpy(np.float64) - frame["rating"].to_numpy(np.float64)
+    return float(np.sqrt(np.mean(error ** 2))), float(np.mean(np.abs(error)))
+
+
 @pytest.mark.parametrize("scenario", ["ics", "ucs"])
-def test_stages_write_outputs_the_report_can_check(workspace: Path, scenario: str) -> None:
+def test_stages_write_what_their_predictions_and_weights_reproduce(workspace: Path, scenario: str) -> None:
     ws, split = workspace, workspace / "prepared" / scenario
     graph = ws / "neighbors" / f"{scenario}.pkl"
     _neighbors(ws, scenario, graph)
@@ -68,18 +82,63 @@ def test_stages_write_outputs_the_report_can_check(workspace: Path, scenario: st
     _stage("coldstart_agnn").main([scenario, "--seed", "0", "--graph", str(graph), "--split", str(split),
                                    "--out", str(out), "--metrics", str(metrics),
                                    "--params", str(ws / "params.yaml")])
+    test, train = pd.read_parquet(split / "test.parquet"), pd.read_parquet(split / "train.parquet")
+    keys = test[["user", "item", "rating"]].reset_index(drop=True)
+
+    baselines = read_metrics(base_metrics)
+    predictions = pd.read_parquet(base_out / "predictions.parquet")
+    assert sorted(b.model for b in baselines) == ["attribute-residual", "bias", "global-mean"]
+    for b in baselines:
+        assert (b.track, b.role, b.scenario, b.seed, b.epochs, b.stopped) == (
+            "coldstart", "baseline", scenario, 0, 0, "not_trained")
+        rows = predictions[predictions["model"] == b.model].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows[["user", "item", "rating"]], keys)
+        rmse, mae = _rmse_mae(rows)
+        assert b.metrics["test/rmse"] == pytest.approx(rmse, abs=1e-6)
+        assert b.metrics["test/mae"] == pytest.approx(mae, abs=1e-6)
+    global_mean = predictions.loc[predictions["model"] == "global-mean", "prediction"]
+    np.testing.assert_allclose(global_mean, np.clip(train["rating"].mean(), 1, 5), rtol=1e-6)
+
+    [agnn] = read_metrics(metrics)
+    assert (agnn.track, agnn.model, agnn.role, agnn.scenario, agnn.seed) == ("coldstart", "agnn", "teacher", scenario, 0)
+    assert agnn.cost.macs_per_example > 0 and agnn.cost.latency_unit == "per 10k rows"
     assert {p.name for p in out.iterdir()} == {"model.pt", "run.json", "history.json", "predictions.parquet"}
-    state, meta = load_checkpoint(out / "model.pt")
-    assert meta["scenario"] == scenario and "user.preference" in state
-    results = report.parse_metrics_file(base_metrics, "coldstart") + report.parse_metrics_file(metrics, "coldstart")
-    assert sorted(r.model for r in results) == sorted(
-        f"{m}-{scenario}" for m in ("global-mean", "bias", "attribute-residual", "agnn"))
-    spec = report.TRACKS["coldstart"]
-    for r in results:
-        run_dir = out if r.name_in_file == "agnn" else base_out
-        assert report.verify(r, run_dir, spec, test=None, ks=(), tolerance=1e-4) == ("test/rmse", "test/mae")
-    test = pd.read_parquet(split / "test.parquet")
-    assert len(pd.read_parquet(out / "predictions.parquet")) == len(test)
+    frame = pd.read_parquet(out / "predictions.parquet")
+    pd.testing.assert_frame_equal(frame[["user", "item", "rating"]], keys)
+    rmse, mae = _rmse_mae(frame)
+    assert agnn.metrics["test/rmse"] == pytest.approx(rmse, abs=1e-9)
+    assert agnn.metrics["test/mae"] == pytest.approx(mae, abs=1e-9)
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == agnn.epochs and history[agnn.best_epoch - 1]["valid/rmse"] == agnn.metrics["valid/rmse"]
+    # the checkpoint rebuilds the model through the registry and scores the test rows again
+    g = graph_from_payload(read_pickle(graph))
+    cpu = torch.device("cpu")
+    model, meta = load_teacher(out / "model.pt", "coldstart", TEACHERS, AgnnContext(g, cpu),
+                               shape=graph_shape(g), device=cpu)
+    assert isinstance(model, AGNN) and meta.extra == {"scenario": scenario} and meta.best_epoch == agnn.best_epoch
+    n = meta.arch["n_neighbors"]
+    again = evaluate(model, NeighborSampler(g.users, n, cpu), NeighborSampler(g.items, n, cpu),
+                     Ratings.from_frame(test))
+    np.testing.assert_array_equal(again.numpy(), frame["prediction"].to_numpy())
+
+
+def test_bad_agnn_params_fail_before_any_work(workspace: Path, tmp_path: Path) -> None:
+    ws = workspace
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    cases = [("evaluate", "select", "coldstart", "ndcg@20",
+              "evaluate.select.coldstart = 'ndcg@20' is invalid: expected one of 'rmse', 'mae'"),
+             ("train", "agnn", "model", {"name": "gcmc"},
+              "train.agnn.model.name = 'gcmc' is invalid: expected one of 'agnn'")]
+    for section, block, key, value, message in cases:
+        bad = copy.deepcopy(raw)
+        bad[section][block][key] = value
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ParamsError, match=re.escape(message)):  # the graph is never read
+            _stage("coldstart_agnn").main(["ics", "--seed", "0", "--graph", str(tmp_path / "none.pkl"),
+                                           "--split", str(ws / "prepared" / "ics"), "--out", str(tmp_path / "x"),
+                                           "--metrics", str(tmp_path / "x.json"),
+                                           "--params", str(tmp_path / "params.yaml")])
+        assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
 
 
 def test_neighbors_ignore_validation_and_test_ratings(workspace: Path) -> None:

@@ -64,6 +64,8 @@ def test_transplant_rejects_a_mismatched_embedding() -> None:
     teacher = CrossNet(**FIELDS, embed_dim=4, depth=1)
     with pytest.raises(ValueError, match="embed_dim"):
         transplant_embedding(DAGFM(**FIELDS, embed_dim=3, depth=1), teacher)
+    with pytest.raises(TypeError, match="Linear cannot take part in KD_DAGFM: it needs a FieldEmbedding"):
+        transplant_embedding(torch.nn.Linear(2, 1), teacher)
 
 
 def test_both_phases_move_the_student_towards_the_teacher() -> None:
@@ -80,6 +82,7 @@ def test_both_phases_move_the_student_towards_the_teacher() -> None:
 
     result = kd_dagfm(student, teacher, train_ids=ids, train_multi=multi, train_labels=labels,
                       batches=lambda e: torch.randperm(256, generator=g).split(64), validate=validate,
+                      monitor="valid/auc", mode="max",
                       alpha=0.0, beta=1.0, make_optimizer=lambda ps: torch.optim.Adam(ps, lr=0.02),
                       epochs=15, patience=15, on_epoch=lambda ph, e, m: seen.append((ph, e)))
     distilled = result.distill.best_state
@@ -89,5 +92,8 @@ def test_both_phases_move_the_student_towards_the_teacher() -> None:
     assert gap_distilled < 0.25 * gap_before, (gap_before, gap_distilled)
     assert seen[0] == ("distill", 1) and seen[-1][0] == "finetune"
     assert [row["phase"] for row in result.history].count("distill") == result.distill.epochs_run
-    assert result.chosen in ("distill", "finetune")
+    better = result.finetune.best["valid/auc"] > result.distill.best["valid/auc"]
+    assert result.chosen == ("finetune" if better else "distill")
+    chosen = result.finetune if better else result.distill
+    assert all(torch.equal(v, chosen.best_state[k]) for k, v in student.state_dict().items())
     assert student.embedding.table.weight.requires_grad  # finetuning unfroze everything

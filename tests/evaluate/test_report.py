@@ -1,8 +1,9 @@
 """evaluate: recomputation from saved predictions, aggregation, the exact report text, the stage.
 
-Every fixture is synthetic and written to a tmp dir; reported metrics come from independent
-references (numpy, scikit-learn, the dense ``recdistill.metrics`` ranking), never from
-``report`` itself.
+Every fixture is synthetic and written to a tmp dir through the stages' own schema
+(``arm.ArmRecord`` / ``arm.ArmSet``, ``arm.write_metrics``); reported metrics come from
+independent references (numpy, scikit-learn, the dense ``recdistill.metrics`` ranking), never
+from ``report`` itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,53 +24,76 @@ import pytest
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from recdistill import metrics, report
+from recdistill import arm, cli, metrics, params, report
 from recdistill.io import write_json, write_parquet
+from recdistill.train.loop import history_records
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-4
+P = params.load(REPO / "params.yaml")
+SPECS = report.track_specs(P.evaluate)
+SAMPLED = P.evaluate.sampled_label
+Scenario = Literal["warm", "ics", "ucs"]
+MacsMethod = Literal["flop_counter", "formula"]
 
 
 # ---------------------------------------------------------------- fixture writers
-def _record(track: str, model: str, role: str, seed: int, test: dict[str, float], *,
-            params: int = 1000, latency: float = 1.0, unit: str = "all users") -> dict:
-    return {"track": track, "model": model, "role": role, "seed": seed,
-            "metrics": {"valid/x": 0.5, **test},
-            "cost": {"params": params, "macs_per_example": params * 2, "latency_ms": latency,
-                     "latency_unit": unit, "device": "cpu"},
-            "epochs": 5, "best_epoch": 3, "seconds_per_epoch": 0.1}
+def _record(track: arm.Track, model: str, role: arm.Role, seed: int, test: dict[str, float], *,
+            scenario: Scenario | None = None, params: int = 1000, latency: float = 1.0,
+            unit: str = "all users", stopped: arm.Stopped = "early_stopping",
+            macs_method: MacsMethod = "flop_counter") -> arm.ArmRecord:
+    trained = stopped != "not_trained"
+    return arm.ArmRecord(
+        track=track, model=model, role=role, seed=seed, scenario=scenario,
+        metrics={"valid/x": 0.5, **test},
+        cost=arm.Cost(params=params, macs_per_example=params * 2, macs_method=macs_method,
+                      latency_ms=latency, latency_unit=unit, device="cpu"),
+        epochs=5 if trained else 0, best_epoch=3 if trained else 0,
+        seconds_per_epoch=0.1 if trained else 0.0, stopped=stopped)
 
 
-def _write_run(root: Path, track: str, model: str, seed: int, record: dict,
-               predictions: pd.DataFrame | None, curve: str | None = None) -> Path:
-    write_json(root / "metrics" / track / f"{model}-s{seed}.json", record)
-    run_dir = root / "models" / track / f"{model}-s{seed}"
+def _name(record: arm.ArmRecord) -> str:
+    """``<model>[-<scenario>]-s<seed>``: the metrics file stem and the run folder."""
+    scenario = f"-{record.scenario}" if record.scenario else ""
+    return f"{record.model}{scenario}-s{record.seed}"
+
+
+def _write_run(root: Path, record: arm.ArmRecord, predictions: pd.DataFrame | None,
+               curve: str | None = None) -> Path:
+    """The metrics file, and a run folder with predictions, run.json and (with ``curve``) a
+    history as ``publish.write_arm`` writes it: every row the same keys, the validation metric
+    every second epoch (null in between), ``step`` numbering the rows."""
+    arm.write_metrics(root / "metrics" / record.track / f"{_name(record)}.json", record)
+    run_dir = root / "models" / record.track / _name(record)
     run_dir.mkdir(parents=True, exist_ok=True)
     if predictions is not None:
         write_parquet(run_dir / "predictions.parquet", predictions)
-    write_json(run_dir / "run.json", {"run_id": f"run-{track}-{model}-{seed}", "experiment_id": "1",
-                                      "run_name": f"{track}-{model}@{seed}", "git.commit": "abc123"})
+    write_json(run_dir / "run.json", {
+        "run_id": f"run-{record.track}-{record.model}-{record.seed}", "experiment_id": "1",
+        "run_name": f"{record.track}-{record.model}@{record.seed}", "git.commit": "abc123",
+        "params.hash": f"p-{record.track}-{record.role}"})
     if curve:
-        write_json(run_dir / "history.json",
-                   [{"epoch": e, "train/loss": 1 / e + 0.01 * seed, curve: 0.5 + 0.05 * e}
-                    for e in range(1, 6)])
+        rows = [{"epoch": e, "step": e, "train/loss": 1 / e + 0.01 * record.seed,
+                 **({curve: 0.5 + 0.05 * e} if e % 2 == 0 else {})} for e in range(1, 7)]
+        write_json(run_dir / "history.json", history_records(rows))
     return run_dir
 
 
-def _coldstart_run(root: Path, model: str, seed: int, noise: float, rng: np.random.Generator
-                   ) -> Path:
+def _coldstart_run(root: Path, model: str, scenario: Scenario, seed: int, noise: float,
+                   rng: np.random.Generator) -> Path:
     rating = rng.integers(1, 6, 200)
     pred = np.clip(rating + rng.normal(0, noise, 200), 1, 5)
     frame = pd.DataFrame({"user": np.arange(200), "item": np.arange(200) % 7,
                           "rating": rating.astype(np.int8), "prediction": pred.astype(np.float32)})
     err = frame["prediction"].to_numpy(np.float64) - rating
     test = {"test/rmse": float(np.sqrt(np.mean(err ** 2))), "test/mae": float(np.mean(np.abs(err)))}
-    role = "baseline" if model.startswith("bias") else "teacher"
-    return _write_run(root, "coldstart", model, seed, _record("coldstart", model, role, seed, test),
-                      frame, "valid/rmse" if role != "baseline" else None)
+    baseline = model == "bias"
+    record = _record("coldstart", model, "baseline" if baseline else "teacher", seed, test,
+                     scenario=scenario, stopped="not_trained" if baseline else "early_stopping")
+    return _write_run(root, record, frame, None if baseline else "valid/rmse")
 
 
-def _ctr_run(root: Path, model: str, role: str, seed: int, signal: float,
+def _ctr_run(root: Path, model: str, role: arm.Role, seed: int, signal: float,
              rng: np.random.Generator) -> Path:
     label = rng.integers(0, 2, 400)
     score = 1 / (1 + np.exp(-(signal * (2 * label - 1) + rng.normal(0, 1, 400))))
@@ -75,14 +101,14 @@ def _ctr_run(root: Path, model: str, role: str, seed: int, signal: float,
                           "score": score.astype(np.float32)})
     s = frame["score"].to_numpy(np.float64)
     test = {"test/auc": float(roc_auc_score(label, s)), "test/logloss": float(log_loss(label, s))}
-    return _write_run(root, "ctr", model, seed, _record("ctr", model, role, seed, test), frame,
-                      "valid/auc")
+    return _write_run(root, _record("ctr", model, role, seed, test), frame, "valid/auc")
 
 
-def _topk_run(root: Path, track: str, model: str, role: str, seed: int, test: pd.DataFrame,
+def _topk_run(root: Path, track: arm.Track, model: str, role: arm.Role, seed: int, test: pd.DataFrame,
               n_items: int, quality: float, rng: np.random.Generator) -> Path:
     """Top-20 lists that put each relevant item in with probability ``quality``; the reported
-    metrics come from the dense ``recdistill.metrics`` on the same ranking."""
+    metrics come from the dense ``recdistill.metrics`` on the same ranking (seq also reports
+    sampled-ranking values, which no predictions can check)."""
     users = np.sort(test["user"].unique())
     scores = rng.random((len(users), n_items))  # (U, I)
     rows = np.searchsorted(users, test["user"].to_numpy())
@@ -96,9 +122,15 @@ def _topk_run(root: Path, track: str, model: str, role: str, seed: int, test: pd
     reported = {f"test/{k}": v for k, v in metrics.ranking_metrics(dense, relevant, (10, 20)).items()}
     if track == "seq":
         reported = {k: v for k, v in reported.items() if "recall" not in k}
-    return _write_run(root, track, model, seed, _record(track, model, role, seed, reported,
-                                                        params=5000 if role == "teacher" else 1500),
-                      frame, f"valid/ndcg@{20 if track == 'cf' else 10}")
+        reported |= {f"test/{SAMPLED}_{m}@{k}": 0.3 + quality / 10 for m in ("hr", "ndcg") for k in (10, 20)}
+    record = _record(track, model, role, seed, reported, params=5000 if role == "teacher" else 1500)
+    return _write_run(root, record, frame, f"valid/ndcg@{20 if track == 'cf' else 10}")
+
+
+TOPK_ARMS: dict[str, tuple[tuple[str, arm.Role, float], ...]] = {
+    "cf": (("meta", "teacher", 1.0), ("distilled", "student", 0.8), ("alone", "alone", 0.6)),
+    "seq": (("teacher", "teacher", 1.0), ("distilled", "student", 0.8), ("alone", "alone", 0.6)),
+}
 
 
 def write_results(root: Path, seeds: tuple[int, ...] = (0, 1, 2),
@@ -110,25 +142,74 @@ def write_results(root: Path, seeds: tuple[int, ...] = (0, 1, 2),
     seq_test = pd.DataFrame({"user": np.arange(40), "item": rng.integers(0, 80, 40)})
     write_parquet(root / "data/prepared/cf/test.parquet", cf_test)
     write_parquet(root / "data/prepared/seq/test.parquet", seq_test)
+    scenarios: tuple[tuple[Scenario, float], ...] = (("warm", 0.0), ("ics", 0.15), ("ucs", 0.1))
     for seed in seeds:
         if "coldstart" in tracks:
-            for scenario, extra in (("warm", 0.0), ("ics", 0.15), ("ucs", 0.1)):
-                _coldstart_run(root, f"agnn-{scenario}", seed, 0.85 + extra, rng)
-                _coldstart_run(root, f"bias-{scenario}", seed, 0.95 + extra, rng)
+            for scenario, extra in scenarios:
+                _coldstart_run(root, "agnn", scenario, seed, 0.85 + extra, rng)
+                _coldstart_run(root, "bias", scenario, seed, 0.95 + extra, rng)
         if "ctr" in tracks:
-            for model, role, signal in (("crossnet", "teacher", 1.2), ("dagfm-distilled", "student", 1.1),
-                                        ("dagfm-alone", "alone", 0.9)):
+            for model, role, signal in (("teacher", "teacher", 1.2), ("distilled", "student", 1.1),
+                                        ("alone", "alone", 0.9)):
                 _ctr_run(root, model, role, seed, signal, rng)
         for track, test in (("cf", cf_test), ("seq", seq_test)):
             if track in tracks:
-                for model, role, q in (("teacher", "teacher", 1.0), ("distilled", "student", 0.8),
-                                       ("alone", "alone", 0.6)):
-                    _topk_run(root, track, model, role, seed, test, 80, q, rng)
+                for model, role, q in TOPK_ARMS[track]:
+                    _topk_run(root, track, model, role, seed, test, 80, q, rng)  # type: ignore[arg-type]
 
 
-def _build(root: Path, **kw: object) -> report.Evaluation:
-    return report.build(root / "metrics", root / "models", root / "data/prepared", ks=(10, 20),
-                        tolerance=TOL, **kw)  # type: ignore[arg-type]
+def _build(root: Path, specs: dict[str, report.TrackSpec] = SPECS, **kw: Any) -> report.Evaluation:
+    return report.build(root / "metrics", root / "models", root / "data/prepared", specs=specs,
+                        ks=(10, 20), tolerance=TOL, **kw)
+
+
+def _stage() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("evaluate_stage", REPO / "stages/evaluate.py")
+    stage = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(stage)  # type: ignore[union-attr]
+    return stage
+
+
+STAGE_ARGV = ["metrics", "models", "data/prepared", "metrics/summary.json", "reports/summary.md", "plots"]
+
+
+# ---------------------------------------------------------------- what the report reads from params
+def test_track_specs_follow_the_evaluate_params() -> None:
+    assert {t: (s.main, s.curve) for t, s in SPECS.items()} == {
+        "coldstart": ("test/rmse", "valid/rmse"), "ctr": ("test/auc", "valid/auc"),
+        "cf": ("test/ndcg@20", "valid/ndcg@20"), "seq": ("test/ndcg@10", "valid/ndcg@10")}
+    assert SPECS["seq"].columns == ("test/hr@10", "test/ndcg@10", "test/hr@20", "test/ndcg@20",
+                                    "test/sampled100_hr@10", "test/sampled100_ndcg@10",
+                                    "test/sampled100_hr@20", "test/sampled100_ndcg@20")
+    ev = P.evaluate.model_copy(update={
+        "ks": (5,), "sampled_negatives": 50,
+        "select": P.evaluate.select.model_copy(update={"ctr": "logloss", "cf": "hr@5", "seq": "ndcg@5"})})
+    specs = report.track_specs(ev)
+    assert (specs["ctr"].main, specs["ctr"].curve) == ("test/logloss", "valid/logloss")
+    assert specs["cf"].columns == ("test/recall@5", "test/ndcg@5", "test/auc", "test/hr@5")  # main appended
+    assert specs["seq"].columns == ("test/hr@5", "test/ndcg@5", "test/sampled50_hr@5", "test/sampled50_ndcg@5")
+    assert list(specs) == list(report.TRACK_NAMES) == ["coldstart", "ctr", "cf", "seq"]
+
+
+@pytest.mark.parametrize("select, base", [("rmse", "bias-ucs"), ("mae", "attribute-residual-ucs")])
+def test_coldstart_gain_base_is_the_best_baseline_on_the_selection_metric(
+        tmp_path: Path, select: str, base: str) -> None:
+    """The baseline a model is compared with is picked on validation (``evaluate.select``),
+    never on test: bias is best on valid/rmse, attribute-residual on valid/mae, and
+    attribute-residual is better than bias on test."""
+    for model, role, valid, test in (("agnn", "teacher", (0.95, 0.75), 1.00),
+                                     ("bias", "baseline", (0.96, 0.78), 1.04),
+                                     ("attribute-residual", "baseline", (0.97, 0.77), 1.02)):
+        record = _record("coldstart", model, role, 0, {"valid/rmse": valid[0], "valid/mae": valid[1],
+                                                       "test/rmse": test, "test/mae": test - 0.2},
+                         scenario="ucs")
+        arm.write_metrics(tmp_path / f"metrics/coldstart/{_name(record)}.json", record)
+    ev = P.evaluate.model_copy(update={"select": P.evaluate.select.model_copy(update={"coldstart": select})})
+    specs = report.track_specs(ev)
+    [gain] = report.gains(_build(tmp_path, specs).tracks["coldstart"], specs["coldstart"])
+    assert (gain.model, gain.base) == ("agnn-ucs", base)
+    base_rmse = {"bias-ucs": 1.04, "attribute-residual-ucs": 1.02}[base]
+    assert gain.values["test/rmse"] == pytest.approx((base_rmse - 1.00) / base_rmse)
 
 
 # ---------------------------------------------------------------- recomputation
@@ -137,7 +218,7 @@ def test_recomputation_matches_independent_references(tmp_path: Path) -> None:
     ev = _build(tmp_path)
     checked = {(r.result.track, r.result.model): set(r.checked) for r in ev.runs}
     assert checked[("coldstart", "agnn-ics")] == {"test/rmse", "test/mae"}
-    assert checked[("ctr", "dagfm-alone")] == {"test/auc", "test/logloss"}
+    assert checked[("ctr", "alone")] == {"test/auc", "test/logloss"}
     assert checked[("cf", "distilled")] == {f"test/{m}@{k}" for m in ("recall", "ndcg", "hr") for k in (10, 20)}
     assert checked[("seq", "alone")] == {f"test/{m}@{k}" for m in ("ndcg", "hr") for k in (10, 20)}
 
@@ -153,17 +234,17 @@ def test_topk_metrics_by_hand() -> None:
     torch.testing.assert_close(out["test/hr@3"], 1 / 3)
 
 
-@pytest.mark.parametrize("track, tamper", [
-    ("coldstart", lambda f: f.assign(prediction=f["prediction"].where(f.index != 3, 5.0 - f["prediction"]))),
-    ("ctr", lambda f: f.assign(score=f["score"].where(f.index >= 40, 1 - f["score"]))),
-    ("cf", lambda f: f.assign(item=f["item"].where(f["rank"] != 1, 79 - f["item"]))),
-    ("seq", lambda f: f.assign(item=f["item"].where(f["rank"] > 2, -1))),
+@pytest.mark.parametrize("track, model, tamper", [
+    ("coldstart", "agnn-warm",
+     lambda f: f.assign(prediction=f["prediction"].where(f.index != 3, 5.0 - f["prediction"]))),
+    ("ctr", "distilled", lambda f: f.assign(score=f["score"].where(f.index >= 40, 1 - f["score"]))),
+    ("cf", "distilled", lambda f: f.assign(item=f["item"].where(f["rank"] != 1, 79 - f["item"]))),
+    ("seq", "distilled", lambda f: f.assign(item=f["item"].where(f["rank"] > 2, -1))),
 ])
-def test_tampered_predictions_are_caught(tmp_path: Path, track: str,
+def test_tampered_predictions_are_caught(tmp_path: Path, track: str, model: str,
                                          tamper: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
     write_results(tmp_path, seeds=(0,), tracks=(track,))
     _build(tmp_path)  # untouched files pass
-    model = {"coldstart": "agnn-warm", "ctr": "dagfm-distilled", "cf": "distilled", "seq": "distilled"}[track]
     path = tmp_path / "models" / track / f"{model}-s0" / "predictions.parquet"
     write_parquet(path, tamper(pd.read_parquet(path)))
     with pytest.raises(report.RecomputeMismatch) as err:
@@ -183,97 +264,147 @@ def test_absent_track_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.L
     assert "skipping the seq track" in caplog.text
 
 
-@pytest.mark.parametrize("edit, key", [
-    (lambda r: r.pop("role"), "'role'"),
-    (lambda r: r["metrics"].update({"test/auc": "high"}), "'metrics.test/auc'"),
-    (lambda r: r["cost"].update({"params": 1.5}), "'cost.params'"),
-    (lambda r: r.update({"role": "mentor"}), "'role'"),
-    (lambda r: r.update({"track": "cf"}), "'track'"),
+ACCEPTED = ("best_epoch, cost, epochs, metrics, model, role, scenario, seconds_per_epoch, seed, "
+            "stopped, track")
+
+
+@pytest.mark.parametrize("damage, error", [
+    (lambda r: r["cost"].pop("latency_ms"), "arm.SchemaError: {path}: missing required key 'cost.latency_ms'"),
+    (lambda r: r["metrics"].update({"test/auc": "x"}),
+     "arm.SchemaError: {path}: metrics.test/auc = 'x' is invalid: expected a number"),
+    (lambda r: r["cost"].update({"params": 1.5}),
+     "arm.SchemaError: {path}: cost.params = 1.5 is invalid: expected an integer"),
+    (lambda r: r.update({"role": "distilled"}),
+     "arm.SchemaError: {path}: role = 'distilled' is invalid: expected one of 'teacher', 'student', "
+     "'alone', 'baseline'"),
+    (lambda r: r.update({"stopped": "converged"}),
+     "arm.SchemaError: {path}: stopped = 'converged' is invalid: expected one of 'early_stopping', "
+     "'epoch_cap', 'not_trained'"),
+    (lambda r: r.update({"notes": "rerun"}),
+     f"arm.SchemaError: {{path}}: unknown key 'notes'; accepted keys here: {ACCEPTED}"),
+    (lambda r: r.update({"track": "cf"}),
+     "report.specs.ReportError: {path}: track = 'cf', but the file is in the 'ctr' metrics folder"),
+    ("{'track': 'ctr'", "arm.SchemaError: {path}: not valid JSON (Expecting property name enclosed "
+                        "in double quotes: line 1 column 2 (char 1))"),
 ])
-def test_malformed_metrics_file_names_file_and_key(tmp_path: Path, edit: Callable[[dict], object],
-                                                   key: str) -> None:
-    write_results(tmp_path, seeds=(0,), tracks=("ctr",))
-    path = tmp_path / "metrics/ctr/crossnet-s0.json"
-    record = json.loads(path.read_text())
-    edit(record)
-    path.write_text(json.dumps(record))
-    with pytest.raises(report.ReportError, match=key) as err:
-        _build(tmp_path)
-    assert str(path) in str(err.value)
+def test_damaged_metrics_file_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str],
+                                                damage: Callable[[dict[str, Any]], object] | str,
+                                                error: str) -> None:
+    """The stage, as ``dvc repro`` runs it (``cli.run``), ends with exit 1 and one line naming
+    the file and the field; nothing is written."""
+    write_results(tmp_path, seeds=(0,))
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    path = Path("metrics/ctr/teacher-s0.json")
+    if isinstance(damage, str):
+        (tmp_path / path).write_text(damage)
+    else:
+        record = json.loads((tmp_path / path).read_text())
+        damage(record)
+        (tmp_path / path).write_text(json.dumps(record))
+    monkeypatch.chdir(tmp_path)
+    stage = _stage()
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: stage.main(STAGE_ARGV))
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["recdistill." + error.format(path=path)]
+    assert not (tmp_path / "metrics/summary.json").exists() and not (tmp_path / "reports").exists()
 
 
-def test_multi_model_file_and_stale_seeds(tmp_path: Path) -> None:
-    """Baselines as one file per scenario (``models`` mapping, one predictions file with a
-    model column); a seed no longer in params is ignored."""
+def test_arm_set_file_and_stale_seeds(tmp_path: Path) -> None:
+    """Baselines as one ArmSet file per scenario (one predictions file with a model column);
+    a seed no longer in params is ignored."""
     rng = np.random.default_rng(1)
     rating = rng.integers(1, 6, 50).astype(np.int8)
-    frames, models = [], {}
+    frames = []
     for name, offset in (("global-mean", 0.5), ("bias", 0.25)):
         pred = (rating + offset).astype(np.float32)
         frames.append(pd.DataFrame({"model": name, "user": 0, "item": 0, "rating": rating, "prediction": pred}))
-        models[name] = {"role": "baseline", "metrics": {"test/rmse": offset, "test/mae": offset}}
     for seed in (0, 7):
-        write_json(tmp_path / f"metrics/coldstart/baselines-ics-s{seed}.json",
-                   {"track": "coldstart", "seed": seed, "scenario": "ics", "models": models})
+        arms = {name: _record("coldstart", name, "baseline", seed, {"test/rmse": offset, "test/mae": offset},
+                              scenario="ics", stopped="not_trained", macs_method="formula")
+                for name, offset in (("global-mean", 0.5), ("bias", 0.25))}
+        arm.write_metrics(tmp_path / f"metrics/coldstart/baselines-ics-s{seed}.json", arm.ArmSet(arms=arms))
         write_parquet(tmp_path / f"models/coldstart/baselines-ics-s{seed}/predictions.parquet",
                       pd.concat(frames))
     ev = _build(tmp_path, seeds=(0, 1))
     assert sorted((r.result.model, r.result.seed, r.checked) for r in ev.runs) == [
         ("bias-ics", 0, ("test/rmse", "test/mae")), ("global-mean-ics", 0, ("test/rmse", "test/mae"))]
-    assert [m.model for m in ev.tracks["coldstart"]] == ["bias-ics", "global-mean-ics"]
+    assert [(m.model, m.name, m.stopped) for m in ev.tracks["coldstart"]] == [
+        ("bias-ics", "bias", ("not_trained",)), ("global-mean-ics", "global-mean", ("not_trained",))]
 
 
-def test_history_phases_number_epochs_on(tmp_path: Path) -> None:
-    """ctr's distill + finetune rows restart at epoch 1 within each phase."""
-    rows = [{"phase": ph, "epoch": e, "valid/auc": 0.7} for ph in ("distill", "finetune") for e in (1, 2, 3)]
-    write_json(tmp_path / "tagged.json", rows)
-    write_json(tmp_path / "nested.json", {"distill": rows[:3], "finetune": rows[3:]})
-    for name in ("tagged.json", "nested.json"):
-        assert [r["epoch"] for r in report.read_history(tmp_path / name)] == [1, 2, 3, 4, 5, 6]
+def test_history_keeps_numbers_and_plots_steps(tmp_path: Path) -> None:
+    """history.json as ``publish.write_arm`` writes it: null where an epoch has no validation,
+    ``step`` numbering on through ctr's phases (whose epochs restart at 1)."""
+    rows = [{"phase": ph, "epoch": e, "step": e + 3 * i, "train/loss": 1.0 / (e + 3 * i),
+             **({"valid/auc": 0.7 + 0.01 * e} if e != 2 else {})}
+            for i, ph in enumerate(("distill", "finetune")) for e in (1, 2, 3)]
+    write_json(tmp_path / "history.json", history_records(rows))
+    history = report.read_history(tmp_path / "history.json")
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    assert history[1] == {"epoch": 2.0, "train/loss": 0.5}  # phase (a string) and null dropped
+    run = report.Run(report.parse_metrics_file(_ctr_file(tmp_path), "ctr")[0], (), history, None)
+    figure = report.learning_curves("ctr", [run], SPECS["ctr"])
+    valid = figure.axes[1]
+    assert valid.get_ylabel() == "valid/auc"  # evaluate.select.ctr
+    [line] = valid.get_lines()
+    assert list(line.get_xdata()) == [1, 3, 4, 6]  # type: ignore[arg-type]
     write_json(tmp_path / "bad.json", [{"epoch": 1}, 3])
     with pytest.raises(report.ReportError, match="bad.json: row 1"):
         report.read_history(tmp_path / "bad.json")
 
 
+def _ctr_file(root: Path) -> Path:
+    path = root / "metrics/ctr/distilled-s0.json"
+    arm.write_metrics(path, _record("ctr", "distilled", "student", 0, {"test/auc": 0.8}))
+    return path
+
+
 # ---------------------------------------------------------------- the report text
 def test_report_markdown_exact(tmp_path: Path) -> None:
     for seed, delta in ((0, 0.0), (1, 0.02)):
-        for model, role, auc, ll, params, latency in (
-                ("crossnet", "teacher", 0.80, 0.50, 10000, 4.0), ("dagfm-kd", "student", 0.79, 0.52, 2500, 1.0),
-                ("dagfm-alone", "alone", 0.77, 0.56, 2500, 1.0)):
-            write_json(tmp_path / f"metrics/ctr/{model}-s{seed}.json", _record(
-                "ctr", model, role, seed, {"test/auc": auc + delta, "test/logloss": ll + delta},
-                params=params, latency=latency, unit="per 10k rows"))
-    write_json(tmp_path / "metrics/coldstart/agnn-warm-s0.json",
-               _record("coldstart", "agnn-warm", "teacher", 0, {"test/rmse": 0.9, "test/mae": 0.7}))
-    for model, rmse in (("bias-warm", 0.95), ("global-mean-warm", 1.1)):
-        write_json(tmp_path / f"metrics/coldstart/{model}-s0.json", _record(
-            "coldstart", model, "baseline", 0,
-            {"valid/rmse": rmse, "test/rmse": rmse, "test/mae": rmse - 0.2}, params=10))
+        for model, role, auc, ll, params_, latency in (
+                ("teacher", "teacher", 0.80, 0.50, 10000, 4.0), ("distilled", "student", 0.79, 0.52, 2500, 1.0),
+                ("alone", "alone", 0.77, 0.56, 2500, 1.0)):
+            record = _record("ctr", model, role, seed, {"test/auc": auc + delta, "test/logloss": ll + delta},
+                             params=params_, latency=latency, unit="per 10k rows",
+                             stopped="epoch_cap" if (model, seed) == ("alone", 1) else "early_stopping")
+            arm.write_metrics(tmp_path / f"metrics/ctr/{_name(record)}.json", record)
+    agnn = _record("coldstart", "agnn", "teacher", 0, {"test/rmse": 0.9, "test/mae": 0.7}, scenario="warm")
+    arm.write_metrics(tmp_path / "metrics/coldstart/agnn-warm-s0.json", agnn)
+    baselines = {model: _record("coldstart", model, "baseline", 0,
+                                {"valid/rmse": rmse, "test/rmse": rmse, "test/mae": rmse - 0.2},
+                                scenario="warm", params=10, stopped="not_trained", macs_method="formula")
+                 for model, rmse in (("bias", 0.95), ("global-mean", 1.1))}
+    arm.write_metrics(tmp_path / "metrics/coldstart/baselines-warm.json", arm.ArmSet(arms=baselines))
     ev = _build(tmp_path)
     text = report.render_markdown(
-        ev, provenance=report.Provenance("c0ffee", "p1234", "d5678"), tolerance=TOL,
+        ev, specs=SPECS, provenance=report.Provenance("c0ffee", "p1234", "d5678"), tolerance=TOL,
         figures={"quality cost": "../plots/quality_cost.png"})
     expected = """\
 # recdistill: what the transfer bought, and at what cost
 
 - commit: `c0ffee`
-- params hash: `p1234`
+- params hash (evaluate and the training runs): `p1234`
 - data manifest: `d5678`
 - models trained at: —
 
-Test metrics are the mean ± sample std over seeds. A gain row is the relative improvement of the first model over the second (positive = better). ×teacher is a cost as a fraction of the teacher's.
+Test metrics are the mean ± sample std over seeds. A gain row is the relative improvement of the first model over the second (positive = better). ×teacher is a cost as a fraction of the teacher's. stopped: early (every seed stopped early), cap n/N (n seeds stopped at their epoch cap: not converged), — (not trained by gradient steps).
 
 ## coldstart
 
 Main metric `test/rmse` (lower is better).
 
-| scenario | model | role | seeds | test/rmse | test/mae | params | params ×teacher | MACs/example | latency ms (all users) | latency ×teacher |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| warm | agnn-warm | teacher | 1 | 0.9000 | 0.7000 | 1,000 | 1.00× | 2,000 | 1.00 | 1.00× |
-| warm | bias-warm | baseline | 1 | 0.9500 | 0.7500 | 10 | 0.01× | 20 | 1.00 | 1.00× |
-| warm | global-mean-warm | baseline | 1 | 1.1000 | 0.9000 | 10 | 0.01× | 20 | 1.00 | 1.00× |
-| warm | gain: agnn-warm vs bias-warm |  |  | +5.26% | +6.67% |  |  |  |  |  |
+| scenario | model | role | seeds | stopped | test/rmse | test/mae | params | params ×teacher | MACs/example | latency ms (all users) | latency ×teacher |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| warm | agnn-warm | teacher | 1 | early | 0.9000 | 0.7000 | 1,000 | 1.00× | 2,000 | 1.00 | 1.00× |
+| warm | bias-warm | baseline | 1 | — | 0.9500 | 0.7500 | 10 | 0.01× | 20† | 1.00 | 1.00× |
+| warm | global-mean-warm | baseline | 1 | — | 1.1000 | 0.9000 | 10 | 0.01× | 20† | 1.00 | 1.00× |
+| warm | gain: agnn-warm vs bias-warm |  |  |  | +5.26% | +6.67% |  |  |  |  |  |
+
+† MACs from a documented formula: the FLOP counter cannot see the work (sparse products, lookups).
 
 Recomputed from the saved test predictions (within 0.0001): 0 of 3 runs.
 Not recomputed (no predictions): agnn-warm-s0, bias-warm-s0, global-mean-warm-s0.
@@ -282,15 +413,17 @@ Not recomputed (no predictions): agnn-warm-s0, bias-warm-s0, global-mean-warm-s0
 
 Main metric `test/auc` (higher is better).
 
-| model | role | seeds | test/auc | test/logloss | params | params ×teacher | MACs/example | latency ms (per 10k rows) | latency ×teacher |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| crossnet | teacher | 2 | 0.8100 ± 0.0141 | 0.5100 ± 0.0141 | 10,000 | 1.00× | 20,000 | 4.00 | 1.00× |
-| dagfm-kd | student | 2 | 0.8000 ± 0.0141 | 0.5300 ± 0.0141 | 2,500 | 0.25× | 5,000 | 1.00 | 0.25× |
-| dagfm-alone | alone | 2 | 0.7800 ± 0.0141 | 0.5700 ± 0.0141 | 2,500 | 0.25× | 5,000 | 1.00 | 0.25× |
-| gain: dagfm-kd vs dagfm-alone |  |  | +2.56% | +7.02% |  |  |  |  |  |
+| model | role | seeds | stopped | test/auc | test/logloss | params | params ×teacher | MACs/example | latency ms (per 10k rows) | latency ×teacher |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| teacher | teacher | 2 | early | 0.8100 ± 0.0141 | 0.5100 ± 0.0141 | 10,000 | 1.00× | 20,000 | 4.00 | 1.00× |
+| distilled | student | 2 | early | 0.8000 ± 0.0141 | 0.5300 ± 0.0141 | 2,500 | 0.25× | 5,000 | 1.00 | 0.25× |
+| alone | alone | 2 | cap 1/2 | 0.7800 ± 0.0141 | 0.5700 ± 0.0141 | 2,500 | 0.25× | 5,000 | 1.00 | 0.25× |
+| gain: distilled vs alone |  |  |  | +2.56% | +7.02% |  |  |  |  |  |
+
+Not converged (stopped at the epoch cap, not by early stopping): alone-s1.
 
 Recomputed from the saved test predictions (within 0.0001): 0 of 6 runs.
-Not recomputed (no predictions): crossnet-s0, crossnet-s1, dagfm-alone-s0, dagfm-alone-s1, dagfm-kd-s0, dagfm-kd-s1.
+Not recomputed (no predictions): alone-s0, alone-s1, distilled-s0, distilled-s1, teacher-s0, teacher-s1.
 
 ## cf
 
@@ -313,32 +446,19 @@ def test_no_results_at_all_is_an_error_naming_the_folder(tmp_path: Path) -> None
         _build(tmp_path)
 
 
-def test_coldstart_gain_base_is_the_best_baseline_on_validation(tmp_path: Path) -> None:
-    """The baseline a model is compared with is picked on validation, never on test: here
-    bias is better on validation and attribute-residual on test."""
-    for model, role, valid, test in (("agnn-ucs", "teacher", 0.95, 1.00),
-                                     ("bias-ucs", "baseline", 0.96, 1.04),
-                                     ("attribute-residual-ucs", "baseline", 0.97, 1.02)):
-        write_json(tmp_path / f"metrics/coldstart/{model}-s0.json", _record(
-            "coldstart", model, role, 0, {"valid/rmse": valid, "test/rmse": test, "test/mae": test}))
-    models = _build(tmp_path).tracks["coldstart"]
-    [gain] = report.gains(models, report.TRACKS["coldstart"])
-    assert (gain.model, gain.base) == ("agnn-ucs", "bias-ucs")
-    assert gain.values["test/rmse"] == pytest.approx((1.04 - 1.00) / 1.04)
-
-
 def test_summary_json_mean_std(tmp_path: Path) -> None:
     write_results(tmp_path, tracks=("ctr",))
-    summary = report.summary_json(_build(tmp_path))
-    aucs = [json.loads((tmp_path / f"metrics/ctr/crossnet-s{s}.json").read_text())["metrics"]["test/auc"]
+    summary = report.summary_json(_build(tmp_path), SPECS)
+    aucs = [json.loads((tmp_path / f"metrics/ctr/teacher-s{s}.json").read_text())["metrics"]["test/auc"]
             for s in (0, 1, 2)]
-    entry = summary["ctr"]["crossnet"]
+    entry = summary["ctr"]["teacher"]
     torch.testing.assert_close(entry["test/auc"]["mean"], float(np.mean(aucs)))
     torch.testing.assert_close(entry["test/auc"]["std"], float(np.std(aucs, ddof=1)))
     assert entry["seeds"] == 3 and entry["params"] == 1000 and entry["recomputed_runs"] == 3
+    assert entry["stopped"] == {"early_stopping": 3} and entry["macs_method"] == "flop_counter"
     assert "valid/x" not in entry
-    distilled, alone = summary["ctr"]["dagfm-distilled"], summary["ctr"]["dagfm-alone"]
-    torch.testing.assert_close(summary["ctr"]["gain: dagfm-distilled vs dagfm-alone"]["test/logloss"],
+    distilled, alone = summary["ctr"]["distilled"], summary["ctr"]["alone"]
+    torch.testing.assert_close(summary["ctr"]["gain: distilled vs alone"]["test/logloss"],
                                (alone["test/logloss"]["mean"] - distilled["test/logloss"]["mean"])
                                / alone["test/logloss"]["mean"])
 
@@ -349,28 +469,32 @@ def test_stage_writes_outputs_and_links_runs(tmp_path: Path, monkeypatch: pytest
 
     from recdistill import tracking
 
-    write_results(tmp_path, seeds=(0, 1), tracks=("coldstart", "ctr", "cf"))  # 2 seeds: std > 0
+    write_results(tmp_path, seeds=(0, 1), tracks=("coldstart", "ctr", "seq"))  # 2 seeds: std > 0
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    spec = importlib.util.spec_from_file_location("evaluate_stage", REPO / "stages/evaluate.py")
-    stage = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(stage)  # type: ignore[union-attr]
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())  # the params the run logs
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "metrics", "models", "data/prepared",
-                                      "metrics/summary.json", "reports/summary.md", "plots"])
-    stage.main()
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", *STAGE_ARGV])
+    _stage().main()
     summary = json.loads((tmp_path / "metrics/summary.json").read_text())
-    assert sorted(summary) == ["cf", "coldstart", "ctr"]
+    assert sorted(summary) == ["coldstart", "ctr", "seq"]
     assert json.loads((tmp_path / "metrics/ctr.json").read_text()) == summary["ctr"]
+    assert json.loads((tmp_path / "metrics/cf.json").read_text()) == {}
     for name in report.FIGURES:
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "reports/summary.md").read_text()
-    assert "## seq\n\nNo results yet." in text and "(../plots/curves_ctr.png)" in text
-    runs = MlflowClient(tracking.tracking_uri()).search_runs(
-        [MlflowClient(tracking.tracking_uri()).get_experiment_by_name("recdistill").experiment_id],
-        filter_string="tags.stage = 'evaluate'")
+    assert "## cf\n\nNo results yet." in text and "(../plots/curves_ctr.png)" in text
+    sampled = [json.loads((tmp_path / f"metrics/seq/teacher-s{s}.json").read_text())["metrics"]
+               [f"test/{SAMPLED}_hr@10"] for s in (0, 1)]
+    assert summary["seq"]["teacher"][f"test/{SAMPLED}_hr@10"]["mean"] == pytest.approx(np.mean(sampled))
+    assert f"| test/{SAMPLED}_hr@10 |" in text
+    client = MlflowClient(tracking.tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("recdistill").experiment_id],
+                              filter_string="tags.stage = 'evaluate'", order_by=["attributes.start_time DESC"])
     tags = runs[0].data.tags
-    assert tags["link.ctr.dagfm-distilled.s1"] == "run-ctr-dagfm-distilled-1"
-    assert tags["tracks.missing"] == "seq" and "run-cf-alone-0" in tags["mlflow.note.content"]
-    assert runs[0].data.metrics["cf.distilled.test/ndcg_at_20.mean"] == summary["cf"]["distilled"]["test/ndcg@20"]["mean"]
-    assert runs[0].data.metrics["ctr.gain: dagfm-distilled vs dagfm-alone.test/auc"] == pytest.approx(
-        summary["ctr"]["gain: dagfm-distilled vs dagfm-alone"]["test/auc"])
+    assert tags["link.ctr.distilled.s1"] == "run-ctr-distilled-1"
+    assert tags["tracks.missing"] == "cf" and "run-seq-alone-0" in tags["mlflow.note.content"]
+    assert f"`{tags['params.report.hash']}`" in text
+    assert runs[0].data.params["evaluate.select.seq"] == "ndcg@10"
+    assert runs[0].data.metrics["seq.distilled.test/ndcg_at_10.mean"] == summary["seq"]["distilled"]["test/ndcg@10"]["mean"]
+    assert runs[0].data.metrics["ctr.gain: distilled vs alone.test/auc"] == pytest.approx(
+        summary["ctr"]["gain: distilled vs alone"]["test/auc"])

@@ -1,4 +1,4 @@
-"""Bad params.yaml cases, generated from the dataclass tree of ``recdistill.params``.
+"""Bad params.yaml cases, generated from the pydantic models of ``recdistill.params``.
 
 For every mapping node: an unknown key. For every field: a value of the wrong type (and a
 non-mapping for a section); for every bounded number: a value just outside each bound (and
@@ -11,11 +11,14 @@ Each case names the key path the error must mention. Run this file to print the 
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from recdistill import params
 
@@ -46,10 +49,35 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """The bare type and the metadata (bounds) of a possibly ``Annotated`` type."""
+    meta: list[Any] = []
+    while typing.get_origin(tp) is Annotated:
+        tp, *extra = typing.get_args(tp)
+        meta += extra
+    return tp, meta
+
+
+def _bounds(meta: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in meta:
+        items = m.metadata if isinstance(m, FieldInfo) else [m]
+        for item in items:
+            for key, cls in (("ge", annotated_types.Ge), ("gt", annotated_types.Gt),
+                             ("le", annotated_types.Le), ("lt", annotated_types.Lt)):
+                if isinstance(item, cls):
+                    out[key] = getattr(item, key)
+    return out
+
+
 def _wrong_types(tp: Any) -> list[Any]:
     """Values of another type than ``tp`` (YAML can produce each of them)."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if _is_model(tp):
         return [7, "a string", ["a", "list"]]
     if origin is Literal:
         return [12345, ["a", "list"], None]
@@ -66,18 +94,18 @@ def _wrong_types(tp: Any) -> list[Any]:
     raise TypeError(f"no wrong-type values for {tp!r}")
 
 
-def _out_of_range(tp: Any, meta: typing.Mapping[str, Any]) -> list[Any]:
-    """Values just outside each bound of a ``bounded`` field (and NaN for floats)."""
+def _out_of_range(tp: Any, bounds: dict[str, Any]) -> list[Any]:
+    """Values just outside each bound (and NaN for floats)."""
     out: list[Any] = []
     step = 1 if tp is int else 0.5
-    if "ge" in meta:
-        out.append(meta["ge"] - step)
-    if "gt" in meta:
-        out.append(meta["gt"])
-    if "le" in meta:
-        out.append(meta["le"] + step)
-    if "lt" in meta:
-        out.append(meta["lt"])
+    if "ge" in bounds:
+        out.append(bounds["ge"] - step)
+    if "gt" in bounds:
+        out.append(bounds["gt"])
+    if "le" in bounds:
+        out.append(bounds["le"] + step)
+    if "lt" in bounds:
+        out.append(bounds["lt"])
     if tp is int:
         out = [int(v) for v in out]
     elif out:
@@ -85,34 +113,37 @@ def _out_of_range(tp: Any, meta: typing.Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _field_cases(tp: Any, f: dataclasses.Field[Any] | None, key: str) -> list[Case]:
+def _field_cases(annotation: Any, meta: list[Any], key: str) -> list[Case]:
+    tp, more = _unwrap(annotation)
+    bounds = _bounds(meta + more)
     cases = [Case(key, v, "type", key) for v in _wrong_types(tp)]
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if _is_model(tp):
         cases += _node_cases(tp, key)
     elif origin is Literal:
         cases.append(Case(key, "no-such-choice", "choice", key))
     elif origin is tuple:
-        item = typing.get_args(tp)[0]
-        if dataclasses.is_dataclass(item):
+        item, item_meta = _unwrap(typing.get_args(tp)[0])
+        if _is_model(item):
             cases += _node_cases(item, f"{key}[0]")  # the first element of the existing list
         else:
             cases += [Case(key, [bad], "type", f"{key}[0]") for bad in _wrong_types(item)[:2]]
             if typing.get_origin(item) is Literal:
                 cases.append(Case(key, ["no-such-choice"], "choice", f"{key}[0]"))
-    if f is not None and f.metadata:
-        cases += [Case(key, v, "range", key) for v in _out_of_range(tp, f.metadata)]
-    return cases
+            cases += [Case(key, [bad], "range", f"{key}[0]")
+                      for bad in _out_of_range(item, _bounds(item_meta))[:1]]
+        return cases
+    return cases + [Case(key, v, "range", key) for v in _out_of_range(tp, bounds)]
 
 
-def _node_cases(cls: type, path: str) -> list[Case]:
-    hints = typing.get_type_hints(cls)
-    cases = [Case(_join(path, BOGUS), 1, "unknown", _join(path, BOGUS))]
-    for f in dataclasses.fields(cls):
-        key = _join(path, f.name)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            cases.append(Case(key, DELETE, "missing", key))
-        cases += _field_cases(hints[f.name], f, key)
+def _node_cases(cls: type[BaseModel], path: str) -> list[Case]:
+    cases = []
+    if cls.model_config.get("extra") == "forbid":
+        cases.append(Case(_join(path, BOGUS), 1, "unknown", _join(path, BOGUS)))
+    for name, info in cls.model_fields.items():
+        key = _join(path, name)
+        cases.append(Case(key, DELETE, "missing", key))
+        cases += _field_cases(info.annotation, list(info.metadata), key)
     return cases
 
 
@@ -127,8 +158,6 @@ CROSS = [
     Case("neighbors.scenarios", ["warm", "ics", "warm"], "cross", "neighbors.scenarios"),
     Case("download.sources[0].sha256", "abc123", "cross", "download.sources[0].sha256"),
     Case("download.sources[0].sha256", "z" * 64, "cross", "download.sources[0].sha256"),
-    Case("train.seq.n_heads", 3, "cross", "train.seq.n_heads"),
-    Case("distill.seq.student.n_heads", 5, "cross", "distill.seq.student.n_heads"),
     Case("", None, "type", "<top level>"),
     Case("", ["a", "list"], "type", "<top level>"),
 ]

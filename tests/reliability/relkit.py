@@ -176,6 +176,28 @@ def set_path(tree: Any, path: str, value: Any) -> None:
     node[leaf] = value
 
 
+def set_within(tree: Any, path: str, **values: Any) -> int:
+    """Set every key named in ``values`` found anywhere under ``path`` (``train.ctr``), however
+    deep (``train.ctr.epochs`` or ``train.ctr.optim.epochs``); returns how many were set."""
+    node = tree
+    for key in tokens(path):
+        node = node[key]
+    count = 0
+    stack = [node]
+    while stack:
+        here = stack.pop()
+        if isinstance(here, dict):
+            for key, value in here.items():
+                if key in values:
+                    here[key] = values[key]
+                    count += 1
+                else:
+                    stack.append(value)
+        elif isinstance(here, list):
+            stack.extend(here)
+    return count
+
+
 def delete_path(tree: Any, path: str) -> None:
     *parents, leaf = tokens(path)
     node = tree

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import relkit
 import yaml
+from sigdefaults import default_signals
 
 from recdistill import io as rio
 from recdistill.train import load_checkpoint
@@ -36,9 +37,11 @@ pytestmark = pytest.mark.slow
 
 
 def start(argv: list[str | Path], cwd: Path, store: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A stage as a user starts it from a terminal: SIGINT and SIGTERM at their defaults, even
+    when pytest runs as a background job with SIGINT ignored (see tests/sigdefaults.py)."""
     with open(log, "wb") as err:
         return subprocess.Popen([relkit.PYTHON, *map(str, argv)], cwd=cwd, stdout=subprocess.DEVNULL,
-                                stderr=err, env=relkit.stage_env(store))
+                                stderr=err, env=relkit.stage_env(store), preexec_fn=default_signals)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path,
@@ -66,10 +69,10 @@ def in_epoch(path: Path, epoch: int) -> bool:
     return len(fields) == 3 and int(fields[1]) >= epoch
 
 
-def set_params(ws: Path, **values: object) -> None:
+def set_budget(ws: Path, section: str, *, epochs: int, patience: int) -> None:
+    """Set the epoch budget and patience of a params section (wherever the section keeps them)."""
     p = yaml.safe_load((ws / "params.yaml").read_text())
-    for key, value in values.items():
-        relkit.set_path(p, key.replace("__", "."), value)
+    assert relkit.set_within(p, section, epochs=epochs, patience=patience) == 2, f"no budget in {section}"
     relkit.write_yaml(ws / "params.yaml", p)
 
 
@@ -83,13 +86,16 @@ def test_ctr_stage_killed_keeps_previous_outputs_and_reruns(workspace: Path, tmp
     before = [relkit.snapshot(o) for o in outs]
     baseline = json.loads(outs[1].read_text())["metrics"]
 
-    set_params(ws, train__ctr__epochs=100_000, train__ctr__patience=100_000)
+    set_budget(ws, "train.ctr", epochs=100_000, patience=100_000)
     statuses = ["FINISHED"]
     for sig, code, status in ((signal.SIGTERM, 128 + signal.SIGTERM, "KILLED"),
                               (signal.SIGKILL, -signal.SIGKILL, "RUNNING")):
         log = tmp_path / f"{sig.name}.log"
         proc = start([relkit.stage("ctr_train.py"), *CTR_ARGS], ws, store, log)
-        wait_for(lambda log=log: "ctr-teacher epoch 3:" in log.read_text(errors="replace"), proc, log)
+        def reached(log: Path = log) -> bool:
+            return "ctr-teacher epoch 3:" in log.read_text(errors="replace")
+
+        wait_for(reached, proc, log)
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == code, log.read_text()[-3000:]
         assert [relkit.snapshot(o) for o in outs] == before, f"{sig.name} changed a previous output"
@@ -99,7 +105,7 @@ def test_ctr_stage_killed_keeps_previous_outputs_and_reruns(workspace: Path, tmp
         if sig == signal.SIGTERM:
             assert "Traceback" not in log.read_text(), "SIGTERM should exit quietly with 143"
 
-    set_params(ws, train__ctr__epochs=2, train__ctr__patience=1)
+    set_budget(ws, "train.ctr", epochs=2, patience=1)
     again = relkit.run([relkit.stage("ctr_train.py"), *CTR_ARGS], ws, store)
     assert again.returncode == 0, again.stderr[-3000:]
     # SIGTERM ended its run KILLED; the next run ended the SIGKILLed one KILLED

@@ -97,7 +97,7 @@ def test_real_stage_diverging_lr(workspace: Path, tmp_path: Path) -> None:
     NaN after the first epoch's step and the stage stops with NonFiniteLossError; no model folder."""
     ws = relkit.copy_workspace(workspace, tmp_path / "ws")
     p = yaml.safe_load((ws / "params.yaml").read_text())
-    p["train"]["ctr"]["lr"] = 1e30
+    p["train"]["ctr"]["optim"]["lr"] = 1e30
     relkit.write_yaml(ws / "params.yaml", p)
     store = relkit.seeded_store(tmp_path / "mlflow.db")
     proc = relkit.run([relkit.stage("ctr_train.py"), "teacher", "--seed", "0", "--prepared",

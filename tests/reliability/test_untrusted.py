@@ -170,12 +170,12 @@ def test_track_stages_refuse_an_evil_teacher(workspace: Path, tmp_path: Path) ->
     ws = relkit.copy_workspace(workspace, tmp_path / "ws")
     prepared = "data/prepared"
     cases = {
-        "ctr": ([relkit.stage("ctr_train.py"), "distill", "--seed", "0", "--prepared", f"{prepared}/ctr",
+        "ctr": ([relkit.stage("ctr_train.py"), "student", "--seed", "0", "--prepared", f"{prepared}/ctr",
                  "--canonical", "data/canonical", "--teacher", evil, "--out", "models/ctr/distilled-s0",
                  "--metrics", "metrics/ctr/distilled-s0.json"], CheckpointError),
-        "cf": ([relkit.stage("cf_train.py"), "distill", f"{prepared}/cf", "models/cf/distilled-s0",
-                "metrics/cf/distilled-s0.json", "--seed", "0", "--meta", evil], CheckpointError),
-        "seq": ([relkit.stage("seq_train.py"), "distill", "--seed", "0", "--data", f"{prepared}/seq",
+        "cf": ([relkit.stage("cf_train.py"), "student", f"{prepared}/cf", "models/cf/distilled-s0",
+                "metrics/cf/distilled-s0.json", "--seed", "0", "--teacher", evil], CheckpointError),
+        "seq": ([relkit.stage("seq_train.py"), "student", "--seed", "0", "--data", f"{prepared}/seq",
                  "--items", "data/canonical/items.parquet", "--teacher", evil,
                  "models/seq/distilled-s0", "metrics/seq/distilled-s0.json"], CheckpointError),
     }

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from repo_params import repo_params
 
 from recdistill import seq
 from recdistill.data.sequences import SeqSplit, history_mask, seq_batches
-from recdistill.params import SasrecParams, SeqDistillParams
+from recdistill.models.sasrec import SasrecArch
+from recdistill.params import ParamsError, PeriodicOptim, SeqDistillParams
 from recdistill.transfer.soft_targets import soft_target_kl
 
 
@@ -62,16 +63,27 @@ def test_sampled_variant_equals_full_ranking_when_all_unseen_items_are_sampled(
     split = make_split(n_users=12, n_items=30, min_len=9, max_seq=9, seed=6)  # same history size
     n_unseen = split.n_items - 7 - 1  # 7 train items, minus the target
     scorer = _table_scorer(split.n_items, 2, False)
-    got = seq.rank(scorer, split, "valid", ks=(5,), sampled_negatives=n_unseen).metrics
-    assert got["sampled%d_hr@5" % n_unseen] == pytest.approx(got["hr@5"], abs=1e-12)
-    assert got["sampled%d_ndcg@5" % n_unseen] == pytest.approx(got["ndcg@5"], abs=1e-12)
-    few = seq.rank(scorer, split, "valid", ks=(5,), sampled_negatives=5).metrics
+    every = seq.SampledRanking("every", n_unseen, seed=0)
+    got = seq.rank(scorer, split, "valid", ks=(5,), sampled=every).metrics
+    assert got["every_hr@5"] == pytest.approx(got["hr@5"], abs=1e-12)
+    assert got["every_ndcg@5"] == pytest.approx(got["ndcg@5"], abs=1e-12)
+    five = seq.SampledRanking("sampled5", 5, seed=0)
+    few = seq.rank(scorer, split, "valid", ks=(5,), sampled=five).metrics
     assert few["sampled5_hr@5"] >= got["hr@5"]  # fewer competitors, never a worse rank
     flat = seq.rank(lambda x: torch.zeros(len(x), split.n_items + 1), split, "valid", ks=(5,),
-                    sampled_negatives=5).metrics
+                    sampled=five).metrics
     assert flat["sampled5_hr@5"] == 0.0  # ties count against the target
-    with pytest.raises(ValueError, match="sampled_negatives"):
-        seq.rank(scorer, split, "valid", ks=(5,), sampled_negatives=n_unseen + 1)
+    with pytest.raises(ValueError, match=f"sampled_negatives = {n_unseen + 1} but a user has only {n_unseen}"):
+        seq.rank(scorer, split, "valid", ks=(5,), sampled=seq.SampledRanking("x", n_unseen + 1, seed=0))
+
+
+def test_the_sampled_label_comes_from_the_params(make_split: Callable[..., SeqSplit]) -> None:
+    p = repo_params()
+    p = p.model_copy(update={"evaluate": p.evaluate.model_copy(update={"sampled_negatives": 7})})
+    sampled = seq.SampledRanking.of(p)
+    assert (sampled.label, sampled.negatives, sampled.seed) == ("sampled7", 7, p.data.seed)
+    got = seq.rank(_table_scorer(30, 0, False), make_split(seed=3), "test", ks=(10,), sampled=sampled).metrics
+    assert sorted(got) == ["hr@10", "ndcg@10", "sampled7_hr@10", "sampled7_ndcg@10"]
 
 
 def test_popular_counts_train_interactions(make_split: Callable[..., SeqSplit]) -> None:
@@ -83,19 +95,40 @@ def test_popular_counts_train_interactions(make_split: Callable[..., SeqSplit]) 
             if t <= split.n_items:
                 expected[t] += 1
     np.testing.assert_array_equal(counts.numpy(), expected)
+    inputs = split.inputs("test")[0][:3]
+    torch.testing.assert_close(seq.popularity_scorer(counts)(inputs), counts.expand(3, -1))
 
 
-ARCH = SasrecParams(hidden_dim=8, n_blocks=1, n_heads=1, dropout=0.1, lr=5e-3, batch_size=5,
-                    epochs=3, patience=2, eval_every=1)
+ARCH = SasrecArch(name="sasrec", hidden_dim=8, n_blocks=1, n_heads=1, dropout=0.1)
+OPTIM = PeriodicOptim(lr=5e-3, weight_decay=0.0, batch_size=5, epochs=3, patience=2, eval_every=1)
+CPU = torch.device("cpu")
+
+
+def _kd(**update: object) -> SeqDistillParams:
+    return repo_params().distill.seq.model_copy(update=update)
 
 
 def test_training_is_deterministic_and_logs_every_epoch(make_split: Callable[..., SeqSplit]) -> None:
     split = make_split(n_users=16, n_items=30, seed=8)
-    runs = [seq.train_sasrec(split, ARCH, seed=3, device=torch.device("cpu"), name="t", ks=(5,))
+    runs = [seq.train_model(split, ARCH, OPTIM, seed=3, device=CPU, name="t", ks=(5, 10), monitor="valid/hr@10")
             for _ in range(2)]
     (_, a), (_, b) = runs
     assert len(a.history) == 3 and all(math.isfinite(r["train/loss"]) for r in a.history)
     assert a.history == [{**r, "train/seconds": x["train/seconds"]} for r, x in zip(b.history, a.history)]
+    assert {"valid/hr@5", "valid/ndcg@5", "valid/hr@10", "valid/ndcg@10"} <= set(a.history[0])
+    best = max(range(3), key=lambda i: (a.history[i]["valid/hr@10"], -i))  # the first maximum
+    assert a.best_epoch == best + 1  # selected on the monitored metric, not on ks[0]
+
+
+def test_select_metric_must_be_one_the_track_computes() -> None:
+    p = repo_params()
+    assert seq.monitor(p) == f"valid/{p.evaluate.select.seq}"
+    bad = p.model_copy(update={"evaluate": p.evaluate.model_copy(
+        update={"select": p.evaluate.select.model_copy(update={"seq": "ndcg@5"})})})
+    with pytest.raises(ParamsError, match=r"evaluate.select.seq = 'ndcg@5' is invalid: expected one of "
+                                              r"hr@10, ndcg@10, hr@20, ndcg@20"):
+        seq.resolve_arch("alone", bad)
+    assert seq.resolve_arch("baseline", bad) is None  # not trained, nothing selected
 
 
 @pytest.mark.parametrize("candidates", ["all", "sampled"])
@@ -103,8 +136,8 @@ def test_kd_scores_align_with_the_teacher_and_vanish_for_a_copy(
         make_split: Callable[..., SeqSplit], candidates: str) -> None:
     split = make_split(n_users=9, n_items=30, seed=9)
     torch.manual_seed(0)
-    model = seq.build_sasrec(ARCH, n_items=split.n_items, max_len=split.max_len).eval()
-    kd = SeqDistillParams(student=ARCH, candidates=candidates, n_candidates=12, teacher_top=5)  # type: ignore[arg-type]
+    model = seq.seq_model(seq.MODELS.build(ARCH, seq.SeqContext(split.n_items, split.max_len)).eval())
+    kd = _kd(candidates=candidates, n_candidates=12, teacher_top=5)
     targets = seq.teacher_targets(model, split.train[:, :-1], kd.teacher_top if candidates == "sampled" else 0)
     g = torch.Generator().manual_seed(0)
     for batch in seq_batches(split, 4, g):
@@ -128,16 +161,19 @@ def test_repeated_candidates_are_flagged_after_their_first_column() -> None:
 
 def test_distillation_runs_and_pulls_toward_the_teacher(make_split: Callable[..., SeqSplit]) -> None:
     split = make_split(n_users=16, n_items=30, seed=10)
-    cpu = torch.device("cpu")
-    teacher, _ = seq.train_sasrec(split, ARCH, seed=0, device=cpu, name="teacher", ks=(5,))
-    kd = SeqDistillParams(student=ARCH, temperature=2.0, kd_weight=1.0, candidates="all")
-    arch = dataclasses.replace(ARCH, dropout=0.0, epochs=6, patience=6)
-    student, fit = seq.train_sasrec(split, arch, seed=1, device=cpu, name="kd", ks=(5,), teacher=teacher, kd=kd)
-    alone, _ = seq.train_sasrec(split, arch, seed=1, device=cpu, name="alone", ks=(5,))
+    trained, _ = seq.train_model(split, ARCH, OPTIM, seed=0, device=CPU, name="teacher", ks=(5,),
+                                 monitor="valid/ndcg@5")
+    teacher = seq.seq_model(trained)
+    kd = _kd(temperature=2.0, kd_weight=1.0, candidates="all")
+    arch, optim = ARCH.model_copy(update={"dropout": 0.0}), OPTIM.model_copy(update={"epochs": 6, "patience": 6})
+    student, fit = seq.train_model(split, arch, optim, seed=1, device=CPU, name="kd", ks=(5,),
+                                   monitor="valid/ndcg@5", teacher=teacher, kd=kd)
+    alone, _ = seq.train_model(split, arch, optim, seed=1, device=CPU, name="alone", ks=(5,), monitor="valid/ndcg@5")
     inputs = split.train[:, :-1]
     with torch.no_grad():
         keep = inputs != 0
         t = teacher.logits(teacher(inputs))[keep][:, 1:]
-        gap = [soft_target_kl(m.logits(m(inputs))[keep][:, 1:], t, 2.0).item() for m in (student, alone)]
+        gap = [soft_target_kl(m.logits(m(inputs))[keep][:, 1:], t, 2.0).item()
+               for m in map(seq.seq_model, (student, alone))]
     assert all(math.isfinite(r["train/loss"]) for r in fit.history)
     assert gap[0] < gap[1]  # soft targets bring the student's distribution closer to the teacher's

@@ -12,12 +12,15 @@
   UCS :math:`\\mu + b_i + \\text{demographic residual}(u)`; for warm nodes it is the bias model.
 
 Every prediction is clipped to the rating scale, as AGNN's are. Nothing loops over rows.
+Each baseline is one arm (role ``baseline``, not trained by gradient steps) of the scenario's
+:class:`recdistill.arm.ArmSet`.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -25,14 +28,15 @@ import scipy.sparse as sp
 import torch
 
 from recdistill import metrics
+from recdistill.arm import ArmRecord, ArmSet, Cost
 from recdistill.coldstart import RATING_RANGE
 from recdistill.data.attributes import AttributeMatrix, item_attributes, user_attributes
-from recdistill.params import BaselineParams
+from recdistill.params import BaselineParams, Scenario
+from recdistill.train import median_ms
 
-__all__ = ["Biases", "fit_biases", "attribute_residuals", "BaselineResult", "run_baselines",
-           "BASELINES", "ITEM_GROUP_FIELDS"]
+__all__ = ["Biases", "fit_biases", "attribute_residuals", "run_baselines", "ITEM_GROUP_FIELDS"]
 
-BASELINES = ("global-mean", "bias", "attribute-residual")
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]  # users, items (P,) -> ratings (P,)
 ITEM_GROUP_FIELDS = ("genre",)  # attribute-residual groups of items; users use all their fields
 
 
@@ -82,23 +86,25 @@ def attribute_residuals(nodes: np.ndarray, residual: np.ndarray, attrs: sp.csr_m
     return np.asarray(attrs @ value_mean).ravel() / np.maximum(n_values, 1)  # (N,)
 
 
-@dataclass
-class BaselineResult:
-    metrics: dict[str, float]  # valid/rmse, valid/mae, test/rmse, test/mae
-    predictions: pd.DataFrame  # test rows: user, item, rating, prediction
-    n_params: int  # fitted numbers (mu, biases, attribute-value residuals)
-    latency_ms: float  # per 10k test rows
-
-
 def _group_matrix(attrs: AttributeMatrix, fields: tuple[str, ...] | None) -> sp.csr_matrix:
     keep = np.ones(len(attrs.columns), bool) if fields is None else np.isin(attrs.fields, fields)
     return sp.csr_matrix(attrs.matrix[:, keep], dtype=np.float64)
 
 
+def _predict(predict: Predictor, df: pd.DataFrame) -> np.ndarray:
+    """Clipped predictions (P,) float64 for the (user, item) rows of ``df``."""
+    return np.clip(predict(df["user"].to_numpy(), df["item"].to_numpy()), *RATING_RANGE)
+
+
 def run_baselines(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, users: pd.DataFrame,
-                  items: pd.DataFrame, attributes: pd.DataFrame, p: BaselineParams
-                  ) -> dict[str, BaselineResult]:
-    """Fit the three baselines on ``train`` and score ``valid`` and ``test``."""
+                  items: pd.DataFrame, attributes: pd.DataFrame, p: BaselineParams, *,
+                  scenario: Scenario, seed: int) -> tuple[ArmSet, pd.DataFrame]:
+    """Fit the three baselines on ``train`` and score ``valid`` and ``test``.
+
+    Returns their metrics file (one arm each; ``seed`` only lines them up with the trained
+    arms: nothing here is random) and their test predictions (columns model, user, item,
+    rating, prediction).
+    """
     n_users, n_items = len(users), len(items)
     b = fit_biases(train, n_users, n_items, p.bias_reg, p.bias_iters)
     u, i = train["user"].to_numpy(), train["item"].to_numpy()
@@ -112,23 +118,31 @@ def run_baselines(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
     user_res = attribute_residuals(u, r - b.mu - b.item[i], user_groups, p.bias_reg)  # (U,)
     attr_user = np.where(warm_u, b.user, user_res)  # (U,)
     attr_item = np.where(warm_i, b.item, item_res)  # (I,)
-    predictors = {
+    # name: (prediction, fitted numbers). Every prediction is lookups and additions (the
+    # attribute residuals of cold nodes are computed once, when fitting): 0 multiply-adds.
+    predictors: dict[str, tuple[Predictor, int]] = {
         "global-mean": (lambda uu, ii: np.full(len(uu), b.mu), 1),
         "bias": (lambda uu, ii: b.mu + b.user[uu] + b.item[ii], 1 + n_users + n_items),
         "attribute-residual": (lambda uu, ii: b.mu + attr_user[uu] + attr_item[ii],
                                1 + n_users + n_items + n_group_values),
     }
-    out = {}
-    for name, (predict, n_params) in predictors.items():
-        scores, preds, seconds = {}, {}, 0.0
+    cpu = torch.device("cpu")
+    arms: dict[str, ArmRecord] = {}
+    frames = []
+    for name, (predict, fitted) in predictors.items():
+        scores, preds = {}, {}
         for split, df in (("valid", valid), ("test", test)):
-            start = time.perf_counter()
-            pred = torch.as_tensor(np.clip(predict(df["user"].to_numpy(), df["item"].to_numpy()),
-                                           *RATING_RANGE))  # (P,)
-            seconds = time.perf_counter() - start
+            pred = torch.as_tensor(_predict(predict, df))  # (P,)
             target = torch.as_tensor(df["rating"].to_numpy(np.float64))  # (P,)
             scores[f"{split}/rmse"], scores[f"{split}/mae"] = metrics.rmse(pred, target), metrics.mae(pred, target)
             preds[split] = pred.numpy().astype(np.float32)
-        frame = test[["user", "item", "rating"]].reset_index(drop=True).assign(prediction=preds["test"])
-        out[name] = BaselineResult(scores, frame, n_params, seconds * 1000 * 10_000 / max(len(test), 1))
-    return out
+        latency = median_ms(partial(_predict, predict, test), cpu) * 10_000 / max(len(test), 1)
+        cost = Cost(params=fitted, macs_per_example=0, macs_method="formula", latency_ms=latency,
+                    latency_unit="per 10k rows", device=cpu.type)
+        arms[name] = ArmRecord(track="coldstart", model=name, role="baseline", seed=seed, scenario=scenario,
+                               metrics=scores, cost=cost, epochs=0, best_epoch=0, seconds_per_epoch=0.0,
+                               stopped="not_trained")
+        frames.append(test[["user", "item", "rating"]].reset_index(drop=True).assign(
+            model=name, prediction=preds["test"]))
+    predictions = pd.concat(frames, ignore_index=True)[["model", "user", "item", "rating", "prediction"]]
+    return ArmSet(arms=arms), predictions

@@ -14,7 +14,7 @@ Shapes: U users, I items, N nodes of one type, K neighbors, F attribute values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from recdistill.data.attributes import AttributeMatrix, item_attributes, user_attributes
 from recdistill.graph.proximity import knn_graph
-from recdistill.params import NeighborParams
+from recdistill.params import NeighborParams, Scenario
 
 __all__ = ["FORMAT", "SideGraph", "ScenarioGraph", "rating_matrix", "build_graph",
            "graph_from_payload"]
@@ -44,7 +44,7 @@ class SideGraph:
 
 @dataclass(frozen=True)
 class ScenarioGraph:
-    scenario: str
+    scenario: Scenario
     users: SideGraph
     items: SideGraph
 
@@ -106,5 +106,9 @@ def graph_from_payload(payload: Any) -> ScenarioGraph:
         raise ValueError(f"not a coldstart neighbor payload of format {FORMAT} "
                          f"(got format {payload.get('format') if isinstance(payload, dict) else None}); "
                          "rerun the neighbors stage")
-    return ScenarioGraph(str(payload["scenario"]), _side_from(payload.get("users"), "users"),
+    scenarios: tuple[Scenario, ...] = get_args(Scenario)
+    scenario = next((s for s in scenarios if s == payload.get("scenario")), None)
+    if scenario is None:
+        raise ValueError(f"neighbor payload: scenario {payload.get('scenario')!r} is not one of {scenarios}")
+    return ScenarioGraph(scenario, _side_from(payload.get("users"), "users"),
                          _side_from(payload.get("items"), "items"))

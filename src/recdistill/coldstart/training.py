@@ -11,16 +11,21 @@ weight, so the draw flattens the weights. Evaluating with the draw's expected we
 instead (512 Monte-Carlo draws, tried on the CPU machine) moved the 3-seed test RMSE by at
 most 0.0004 in each scenario, well inside the seed spread, so the simpler form stays. Cold
 nodes (no train ratings) get their preference embedding from the eVAE. Early stopping
-watches ``valid/rmse``; test metrics are computed once, from the selected state.
+watches ``valid/<evaluate.select.coldstart>`` (``rmse`` or ``mae``); test metrics are
+computed once, from the selected state.
+
+AGNN is the track's one trained model, built by name from :data:`TEACHERS`; its arm has the
+role ``teacher`` (no student learns from it) and :func:`run_coldstart` returns it as an
+:class:`recdistill.arm.ArmResult`.
 
 Shapes: P ratings, B batch, N nodes of one type, K listed neighbors, M sampled neighbors.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -29,15 +34,23 @@ import torch
 from matplotlib.figure import Figure
 
 from recdistill import metrics
-from recdistill.coldstart import RATING_RANGE
+from recdistill.arm import ArmRecord, ArmResult, CheckpointMeta, Cost, Role
+from recdistill.coldstart import ARMS, RATING_RANGE
 from recdistill.coldstart.graphs import ScenarioGraph, SideGraph
-from recdistill.models.agnn import AGNN
-from recdistill.models.multihot import MultiHot
-from recdistill.params import AgnnParams
-from recdistill.train import FitResult, fit, seed_everything
+from recdistill.cost import count_macs, n_params
+from recdistill.models.agnn import AGNN, AgnnArch
+from recdistill.models.multihot import MultiHot, SparseRowSum
+from recdistill.models.registry import Arch, Entry, Registry
+from recdistill.params import AgnnParams, ParamsError
+from recdistill.train import fit, median_ms, seed_everything
+from recdistill.train.device import Amp
 
-__all__ = ["Ratings", "NeighborSampler", "AgnnRun", "train_agnn", "evaluate", "metrics_record",
+__all__ = ["ROLE", "SELECTABLE", "AgnnContext", "TEACHERS", "Ratings", "NeighborSampler",
+           "build_agnn", "monitor", "graph_shape", "evaluate", "scoring_macs", "run_coldstart",
            "curve_figure"]
+
+ROLE: Role = "teacher"  # AGNN's arm: the track's trained model
+SELECTABLE = ("rmse", "mae")  # what evaluate.select.coldstart may name; both are minimised
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,15 @@ class NeighborSampler:
         return self.ids, self.weights
 
 
+@dataclass(frozen=True)
+class AgnnContext:
+    """What an AGNN is built for: the scenario's graph (attributes, which nodes have train
+    ratings) and the device its attribute matrices live on."""
+
+    graph: ScenarioGraph
+    device: torch.device
+
+
 def _multi_hot(side: SideGraph, min_warm: int, device: torch.device | str) -> MultiHot:
     """The side's attributes as a MultiHot, keeping values held by >= ``min_warm`` warm nodes.
 
@@ -88,6 +110,36 @@ def _multi_hot(side: SideGraph, min_warm: int, device: torch.device | str) -> Mu
     m = sp.csr_matrix(side.attributes[:, held >= min_warm])
     return MultiHot(torch.as_tensor(m.indptr.astype(np.int64), device=device),
                     torch.as_tensor(m.indices.astype(np.int64), device=device), int(m.shape[1]))
+
+
+def build_agnn(arch: AgnnArch, context: AgnnContext) -> AGNN:
+    """AGNN of ``arch`` over the graph's attributes, cold nodes = those without train ratings."""
+    g, device = context.graph, context.device
+    return AGNN(_multi_hot(g.users, arch.min_warm_holders, device),
+                _multi_hot(g.items, arch.min_warm_holders, device),
+                torch.as_tensor(~g.users.warm, device=device), torch.as_tensor(~g.items.warm, device=device),
+                embed_dim=arch.embed_dim, hidden_dim=arch.hidden_dim).to(device)
+
+
+TEACHERS: Registry[AgnnContext] = Registry("coldstart", {"agnn": Entry(AgnnArch, build_agnn)})
+
+
+def monitor(select: str) -> str:
+    """The early-stopping key of ``evaluate.select.coldstart`` (ParamsError if not computed here).
+
+    >>> monitor("rmse")
+    'valid/rmse'
+    """
+    if select not in SELECTABLE:
+        raise ParamsError(f"params.yaml: evaluate.select.coldstart = {select!r} is invalid: "
+                          f"expected one of {', '.join(repr(m) for m in SELECTABLE)}")
+    return f"valid/{select}"
+
+
+def graph_shape(graph: ScenarioGraph) -> dict[str, int]:
+    """The data sizes a checkpoint is checked against: nodes and attribute values per type."""
+    return {"users": len(graph.users.warm), "items": len(graph.items.warm),
+            "user_values": len(graph.users.columns), "item_values": len(graph.items.columns)}
 
 
 @torch.no_grad()
@@ -102,15 +154,23 @@ def evaluate(model: AGNN, users: NeighborSampler, items: NeighborSampler, data: 
     return pred.clamp(*RATING_RANGE)  # (P,)
 
 
-@dataclass
-class AgnnRun:
-    model: AGNN
-    fit: FitResult
-    metrics: dict[str, float]  # valid/rmse, valid/mae, test/rmse, test/mae
-    predictions: pd.DataFrame  # test rows: user, item, rating, prediction
-    n_params: int
-    latency_ms: float  # per 10k test rows, representations included
-    history: list[dict[str, float]] = field(default_factory=list)
+def scoring_macs(model: AGNN, users: NeighborSampler, items: NeighborSampler, data: Ratings) -> int:
+    """Multiply-adds per rating of :func:`evaluate` on ``data``: the representations of every
+    user and item (computed once per pass, so shared by its P ratings) plus each rating's
+    prediction.
+
+    ``recdistill.cost.count_macs`` counts the whole pass, except that it counts the sparse
+    attribute pooling ``x @ table`` (x the (N, F) multi-hot CSR, table (F, D); done twice per
+    node type, for the attribute embeddings and their squares) as a dense N * F * D product.
+    That part is replaced by its formula, nnz(x) * D per pooling.
+    """
+    total = count_macs(lambda: evaluate(model, users, items, data), examples=1)
+    for side in (model.user, model.item):
+        pooling = partial(SparseRowSum.apply, side.attr, side.attr_t, side.attribute)  # (N, D)
+        dense = count_macs(pooling, examples=1)  # what the counter sees for one pooling
+        sparse = side.attr.values().numel() * side.attribute.shape[1]  # nnz * D
+        total += 2 * (sparse - dense)
+    return round(total / max(len(data), 1))
 
 
 def _batches(train: Ratings, users: NeighborSampler, items: NeighborSampler, batch_size: int,
@@ -122,23 +182,24 @@ def _batches(train: Ratings, users: NeighborSampler, items: NeighborSampler, bat
                *users.sample(generator), *items.sample(generator))  # (U, M) x 2, (I, M) x 2
 
 
-def train_agnn(graph: ScenarioGraph, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
-               p: AgnnParams, *, seed: int, device: torch.device,
-               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-               progress: bool = False) -> AgnnRun:
-    """Train AGNN on ``train``, select on ``valid`` RMSE, report ``test`` once."""
+def run_coldstart(graph: ScenarioGraph, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
+                  arch: Arch, p: AgnnParams, *, select: str, seed: int, device: torch.device,
+                  amp: Amp = "none", on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                  progress: bool = False) -> ArmResult:
+    """Train AGNN ``arch`` (``TEACHERS.arch(p.model, ...)``) on ``train``, select on
+    ``valid/<select>``, report ``test`` once."""
+    assert isinstance(arch, AgnnArch), f"run_coldstart trains AGNN, not {arch.name!r}"
+    key = monitor(select)
     generator = seed_everything(seed, device)
     tr, va, te = (Ratings.from_frame(df, device) for df in (train, valid, test))
-    users = NeighborSampler(graph.users, p.n_neighbors, device)
-    items = NeighborSampler(graph.items, p.n_neighbors, device)
-    model = AGNN(_multi_hot(graph.users, p.min_warm_holders, device),
-                 _multi_hot(graph.items, p.min_warm_holders, device),
-                 torch.as_tensor(~graph.users.warm, device=device),
-                 torch.as_tensor(~graph.items.warm, device=device),
-                 embed_dim=p.embed_dim, hidden_dim=p.hidden_dim).to(device)
+    users = NeighborSampler(graph.users, arch.n_neighbors, device)
+    items = NeighborSampler(graph.items, arch.n_neighbors, device)
+    model = TEACHERS.build(arch, AgnnContext(graph, device))
+    assert isinstance(model, AGNN), f"the coldstart registry built a {type(model).__name__}, not an AGNN"
     with torch.no_grad():
         model.mu.fill_(float(tr.ratings.mean()))
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=True)
+    o = p.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=True)
 
     def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         u, i, r, un, uw, inb, iw = batch
@@ -149,40 +210,35 @@ def train_agnn(graph: ScenarioGraph, train: pd.DataFrame, valid: pd.DataFrame, t
         pred = evaluate(model, users, items, va)
         return {"valid/rmse": metrics.rmse(pred, va.ratings), "valid/mae": metrics.mae(pred, va.ratings)}
 
-    result = fit(model, optimizer, batches=lambda e: _batches(tr, users, items, p.batch_size, generator),
-                 loss_fn=loss_fn, validate=validate, epochs=p.epochs, monitor="valid/rmse", mode="min",
-                 patience=p.patience, name=f"agnn-{graph.scenario}", on_epoch=on_epoch, progress=progress)
-    start = time.perf_counter()
+    fitted = fit(model, optimizer, batches=lambda e: _batches(tr, users, items, o.batch_size, generator),
+                 loss_fn=loss_fn, validate=validate, epochs=o.epochs, monitor=key, mode="min",
+                 patience=o.patience, name=f"agnn-{graph.scenario}", on_epoch=on_epoch,
+                 progress=progress, amp=amp)
     pred = evaluate(model, users, items, te)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    latency_ms = (time.perf_counter() - start) * 1000 * 10_000 / max(len(te), 1)
-    scores = {**result.best, "test/rmse": metrics.rmse(pred, te.ratings),
+    scores = {**fitted.best, "test/rmse": metrics.rmse(pred, te.ratings),
               "test/mae": metrics.mae(pred, te.ratings)}
     predictions = test[["user", "item", "rating"]].reset_index(drop=True).assign(
         prediction=pred.cpu().numpy().astype(np.float32))
-    n_params = sum(t.numel() for t in model.parameters())
-    return AgnnRun(model, result, scores, predictions, n_params, latency_ms, result.history)
+    latency = median_ms(lambda: evaluate(model, users, items, te), device)  # one pass over the test rows
+    cost = Cost(params=n_params(model), macs_per_example=scoring_macs(model, users, items, te),
+                macs_method="formula", latency_ms=latency * 10_000 / max(len(te), 1),
+                latency_unit="per 10k rows", device=device.type)
+    record = ArmRecord(track="coldstart", model=ARMS[ROLE], role=ROLE, seed=seed, scenario=graph.scenario,
+                       metrics=scores, cost=cost, epochs=fitted.epochs_run, best_epoch=fitted.best_epoch,
+                       seconds_per_epoch=fitted.seconds_per_epoch, stopped=fitted.stopped)
+    checkpoint = CheckpointMeta(track="coldstart", role=ROLE, seed=seed, arch=arch.model_dump(),
+                                shape=graph_shape(graph), selection=fitted.best,
+                                best_epoch=fitted.best_epoch, extra={"scenario": graph.scenario})
+    return ArmResult(record, model.state_dict(), checkpoint, fitted.history, predictions)
 
 
-def metrics_record(run: AgnnRun, *, scenario: str, seed: int, device: torch.device) -> dict[str, object]:
-    """The ``metrics/coldstart/agnn-<scenario>-s<seed>.json`` content (pipeline schema)."""
-    return {"track": "coldstart", "model": "agnn", "role": "teacher", "scenario": scenario,
-            "seed": seed, "metrics": run.metrics,
-            "cost": {"params": run.n_params, "macs_per_example": None,
-                     "latency_ms": run.latency_ms, "latency_unit": "per 10k rows",
-                     "device": device.type},
-            "epochs": run.fit.epochs_run, "best_epoch": run.fit.best_epoch,
-            "seconds_per_epoch": run.fit.seconds_per_epoch}
-
-
-def curve_figure(history: list[dict[str, float]], title: str) -> Figure:
-    """Train loss and validation RMSE per epoch (a matplotlib Figure, no pyplot state)."""
+def curve_figure(history: list[dict[str, float]], title: str, key: str) -> Figure:
+    """Train loss and the validation metric ``key`` per epoch (a matplotlib Figure, no pyplot state)."""
     fig = Figure(figsize=(8, 3))
     epochs = [row["epoch"] for row in history]
-    for ax, key in zip(fig.subplots(1, 2), ("train/loss", "valid/rmse")):
-        ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o")
+    for ax, name in zip(fig.subplots(1, 2), ("train/loss", key)):
+        ax.plot(epochs, [row.get(name, float("nan")) for row in history], marker="o")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
+        ax.set_ylabel(name)
     fig.suptitle(title)
     return fig

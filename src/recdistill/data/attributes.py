@@ -21,10 +21,8 @@ import scipy.sparse as sp
 
 from recdistill.data.demographics import age_bucket
 
-__all__ = ["AttributeMatrix", "multi_hot", "user_attributes", "item_attributes",
-           "USER_FIELDS", "ITEM_FIELDS"]
+__all__ = ["AttributeMatrix", "multi_hot", "user_attributes", "item_attributes", "ITEM_FIELDS"]
 
-USER_FIELDS = ("gender", "age", "occupation")
 ITEM_FIELDS = ("genre", "director", "writer", "star", "country")
 
 

@@ -28,13 +28,27 @@ Shapes: B batch, N nodes of one type, F attribute values, M neighbors per node, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recdistill.models.multihot import MultiHot, SparseRowSum, csr_pair
+from recdistill.models.registry import Arch
+from recdistill.params import Count
 
-__all__ = ["AGNN", "NodeSide", "kl_divergence"]
+__all__ = ["AgnnArch", "AGNN", "NodeSide", "kl_divergence"]
+
+
+class AgnnArch(Arch):
+    """``train.agnn.model``: AGNN's sizes, its neighbor sample and which attributes it embeds."""
+
+    name: Literal["agnn"]
+    embed_dim: Count  # D
+    n_neighbors: Count  # M, sampled per node and batch from its k-NN list
+    hidden_dim: Count  # the predictor MLP's hidden width
+    min_warm_holders: Count  # attribute values held by fewer nodes with train ratings get no embedding
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -148,8 +162,8 @@ class AGNN(nn.Module):
     """
 
     def __init__(self, user_attributes: MultiHot, item_attributes: MultiHot,
-                 user_cold: torch.Tensor, item_cold: torch.Tensor, embed_dim: int = 30,
-                 hidden_dim: int = 30) -> None:
+                 user_cold: torch.Tensor, item_cold: torch.Tensor, embed_dim: int,
+                 hidden_dim: int) -> None:
         super().__init__()
         self.user = NodeSide(user_attributes, user_cold, embed_dim)
         self.item = NodeSide(item_attributes, item_cold, embed_dim)

@@ -24,13 +24,25 @@ setting of ``recdistill.train.configure_cpu``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from recdistill.models.ctr_embedding import FieldEmbedding, mlp
+from recdistill.models.registry import Arch
+from recdistill.params import Count, Seq
 
-__all__ = ["CIN"]
+__all__ = ["CIN", "CinArch"]
+
+
+class CinArch(Arch):
+    """A CIN's ``model:`` block; the fields and ``embed_dim`` come from the data and params."""
+
+    name: Literal["cin"]
+    depth: Count  # CIN layers L
+    layer_size: Count  # feature maps H per layer
+    mlp_dims: Annotated[tuple[Count, ...], Seq]  # xDeepFM's DNN tower; [] for none
 
 
 class CIN(nn.Module):

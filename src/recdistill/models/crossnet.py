@@ -17,14 +17,25 @@ Shapes: B batch, F fields, D embedding dim, N = F * D cross width, H last DNN wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from recdistill.models.ctr_embedding import FieldEmbedding, mlp
+from recdistill.models.registry import Arch
+from recdistill.params import Count, Seq
 
-__all__ = ["CrossNet"]
+__all__ = ["CrossNet", "CrossNetArch"]
+
+
+class CrossNetArch(Arch):
+    """A CrossNet's ``model:`` block; the fields and ``embed_dim`` come from the data and params."""
+
+    name: Literal["crossnet"]
+    cross: Literal["matrix", "vector"]  # matrix: DCN-V2 (the KD_DAGFM authors' teacher); vector: DCN
+    depth: Count  # cross layers L
+    mlp_dims: Annotated[tuple[Count, ...], Seq]  # parallel DNN tower; [] for none
 
 
 class CrossNet(nn.Module):

@@ -29,8 +29,18 @@ import torch
 from torch import nn
 
 from recdistill.models.ctr_embedding import FieldEmbedding
+from recdistill.models.registry import Arch
+from recdistill.params import Count
 
-__all__ = ["DAGFM"]
+__all__ = ["DAGFM", "DagfmArch"]
+
+
+class DagfmArch(Arch):
+    """A DAGFM's ``model:`` block; the fields and ``embed_dim`` come from the data and the teacher."""
+
+    name: Literal["dagfm"]
+    type: Literal["outer", "inner"]  # edge message: outer (q p^T, as expressive as CrossNet) | inner (p)
+    depth: Count  # propagation layers T
 
 
 class DAGFM(nn.Module):

@@ -16,10 +16,23 @@ Shapes: B batch, U users, I items, N = U + I nodes, D embedding dim, K layers.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-__all__ = ["LightGCN"]
+from recdistill.models.registry import Arch
+
+__all__ = ["LightGCN", "LightGcnArch"]
+
+
+class LightGcnArch(Arch):
+    """A LightGCN's ``model:`` block; users, items, ``embed_dim`` and the graph come from the data
+    and params."""
+
+    name: Literal["lightgcn"]
+    n_layers: Annotated[int, Field(ge=0)]  # propagation layers K (0: matrix factorisation)
 
 
 class _SymmetricSpmm(torch.autograd.Function):
@@ -57,6 +70,8 @@ class LightGCN(nn.Module):
         >>> users, items = model.embeddings()
         >>> users.shape, items.shape, model(torch.tensor([0, 1]), torch.tensor([2, 2])).shape
         (torch.Size([2, 4]), torch.Size([3, 4]), torch.Size([2]))
+        >>> model.sparse_macs()  # 2 layers x 6 stored entries (3 pairs, both directions) x 4
+        48
     """
 
     norm_adj: torch.Tensor
@@ -78,6 +93,10 @@ class LightGCN(nn.Module):
     def n_layers(self) -> int:
         return self._n_layers
 
+    def tables(self) -> tuple[nn.Embedding, nn.Embedding]:
+        """The layer-0 user (U, D) and item (I, D) tables E^(0), the ones that are trained."""
+        return self.user, self.item
+
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user (U, D) and item (I, D) embeddings: the mean of the K+1 layers."""
         x = torch.cat([self.user.weight, self.item.weight])  # (N, D) layer 0
@@ -87,6 +106,11 @@ class LightGCN(nn.Module):
             total = total + x  # (N, D)
         mean = total / (self._n_layers + 1)  # (N, D)
         return mean[: self._n_users], mean[self._n_users:]  # (U, D), (I, D)
+
+    def sparse_macs(self) -> int:
+        """Multiply-adds of one :meth:`embeddings` call that a flop counter does not see (it
+        counts a sparse product as a dense (N, N) one): K sparse products of nnz(A_hat) * D."""
+        return self._n_layers * self.norm_adj.values().numel() * self.user.embedding_dim
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of pairs.

@@ -14,10 +14,21 @@ Shapes: B batch, U users, I items, D embedding dim.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-__all__ = ["MF"]
+from recdistill.models.registry import Arch
+
+__all__ = ["MF", "MfArch"]
+
+
+class MfArch(Arch):
+    """An MF's ``model:`` block: its sizes (users, items, ``embed_dim``) come from the data and
+    params."""
+
+    name: Literal["mf"]
 
 
 class MF(nn.Module):
@@ -43,9 +54,18 @@ class MF(nn.Module):
         nn.init.normal_(self.user.weight, std=0.1)
         nn.init.normal_(self.item.weight, std=0.1)
 
+    def tables(self) -> tuple[nn.Embedding, nn.Embedding]:
+        """The user (U, D) and item (I, D) tables (the same surface as LightGCN)."""
+        return self.user, self.item
+
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User (U, D) and item (I, D) embedding tables (the same surface as LightGCN)."""
         return self.user.weight, self.item.weight  # (U, D), (I, D)
+
+    def sparse_macs(self) -> int:
+        """Multiply-adds of :meth:`embeddings` that a flop counter does not see: none (the same
+        surface as LightGCN)."""
+        return 0
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of pairs.

@@ -22,12 +22,45 @@ Shapes: B batch, L sequence length, D hidden dim, h heads, I items (tokens 1..I,
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from torch import nn
 
-__all__ = ["SASRec"]
+from recdistill.models.registry import Arch
+from recdistill.params import Count, Number
+
+__all__ = ["SASRec", "SasrecArch"]
+
+
+class SasrecArch(Arch):
+    """A SASRec ``model:`` block of ``params.yaml`` (the sizes that do not come from the data).
+
+    >>> SasrecArch(name="sasrec", hidden_dim=64, n_blocks=2, n_heads=3, dropout=0.2)
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for SasrecArch
+    n_heads
+      a divisor of hidden_dim (64) [type=divisor, input_value=3, input_type=int]
+    """
+
+    name: Literal["sasrec"]
+    hidden_dim: Count  # embedding and hidden size D
+    n_blocks: Count  # self-attention blocks
+    n_heads: Count  # attention heads; divides hidden_dim
+    dropout: Annotated[Number, Field(ge=0, lt=1)]  # on embeddings and sublayer outputs
+
+    @field_validator("n_heads")
+    @classmethod
+    def _heads_divide_width(cls, n_heads: int, info: ValidationInfo) -> int:
+        hidden_dim = info.data.get("hidden_dim")  # absent when it failed its own check
+        if hidden_dim is not None and hidden_dim % n_heads:
+            raise PydanticCustomError("divisor", "a divisor of hidden_dim ({hidden_dim})",
+                                      {"hidden_dim": hidden_dim})
+        return n_heads
 
 
 class _Block(nn.Module):
@@ -64,7 +97,7 @@ class SASRec(nn.Module):
         hidden_dim: embedding and hidden size D.
         n_blocks: self-attention blocks.
         n_heads: attention heads (divides D).
-        dropout: dropout rate on embeddings, attention weights and sublayer outputs.
+        dropout: dropout rate on embeddings and sublayer outputs.
 
     Example:
         >>> model = SASRec(n_items=5, max_len=4, hidden_dim=8, n_blocks=1, n_heads=2, dropout=0.0)
@@ -79,8 +112,6 @@ class SASRec(nn.Module):
                  n_heads: int, dropout: float) -> None:
         super().__init__()
         self._max_len, self._dim = max_len, hidden_dim
-        self.config = {"n_items": n_items, "max_len": max_len, "hidden_dim": hidden_dim,
-                       "n_blocks": n_blocks, "n_heads": n_heads, "dropout": dropout}  # SASRec(**config)
         self.item_emb = nn.Embedding(n_items + 1, hidden_dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden_dim)
         self.emb_drop = nn.Dropout(dropout)
@@ -122,9 +153,3 @@ class SASRec(nn.Module):
     def score_last(self, seq: torch.Tensor) -> torch.Tensor:
         """Next-item scores after each sequence: seq (B, L) -> (B, I + 1)."""
         return self.logits(self.forward(seq)[:, -1])  # (B, I + 1)
-
-    def macs(self, length: int) -> int:
-        """Multiply-adds to score every item after one sequence of ``length`` tokens."""
-        D, L = self._dim, length
-        per_block = L * 6 * D * D + 2 * L * L * D  # qkv + proj + ffn, then QK^T and AV
-        return len(self.blocks) * per_block + D * self.item_emb.num_embeddings

@@ -1,19 +1,20 @@
 """The evaluate stage's library: gather every run's metrics (``results``), check them
 against the saved test predictions (``recompute``), aggregate over seeds (``summary``),
 and render the comparison tables (``markdown``) and figures (``figures``); ``specs`` holds
-what each track reports.
+what each track reports, built from the ``evaluate`` params (:func:`track_specs`).
 
-Inputs (the pipeline conventions): ``metrics/<track>/<name>-s<seed>.json`` holds one model
-(``{"track", "model", "role", "seed", "metrics": {"test/auc": ..}, "cost": {..}, ..}``) or
-several (``{"seed", "models": {"<model>": {"role", "metrics", "cost"}}}``, shared keys at
-the top); ``models/<track>/<name>-s<seed>/`` holds ``predictions.parquet``,
+Inputs (the pipeline conventions): ``metrics/<track>/<name>-s<seed>.json`` holds one arm, an
+:class:`recdistill.arm.ArmRecord`, or several, an :class:`recdistill.arm.ArmSet`, read through
+:func:`recdistill.arm.read_metrics` (the schema the stages write them with); roles are
+:data:`recdistill.arm.ROLES`. ``models/<track>/<name>-s<seed>/`` holds ``predictions.parquet``,
 ``history.json`` and ``run.json``. Predictions are per track: coldstart (user, item,
 rating, prediction), ctr (row, label, score = probability), cf and seq top-k lists (user,
 rank 1-based, item, score) ranked against ``data/prepared/{cf,seq}/test.parquet``.
 
 A track without a metrics directory is skipped with a warning (tracks land one by one); a
-malformed file raises :class:`ReportError` naming the file and the key; a reported test
-metric that the predictions do not reproduce raises :class:`RecomputeMismatch`.
+metrics file that does not match the schema raises :class:`recdistill.arm.SchemaError` naming
+the file and the field, a malformed predictions, history or run file :class:`ReportError`;
+a reported test metric that the predictions do not reproduce raises :class:`RecomputeMismatch`.
 
 Aggregates are the mean and the sample standard deviation (ddof 1; 0 for one seed) over
 seeds. Gains are relative improvements, positive = better, whatever the metric's direction.
@@ -27,13 +28,13 @@ from recdistill.report.figures import FIGURES, learning_curves, make_figures, qu
 from recdistill.report.markdown import Provenance, links_markdown, render_markdown
 from recdistill.report.recompute import click_metrics, rating_metrics, topk_metrics, verify
 from recdistill.report.results import Result, gather, parse_metrics_file, read_history, read_run_link
-from recdistill.report.specs import (ROLES, TRACKS, RecomputeMismatch, ReportError, TrackSpec, higher_is_better,
-                                     relative_gain)
+from recdistill.report.specs import (TRACK_NAMES, RecomputeMismatch, ReportError, TrackSpec, higher_is_better,
+                                     relative_gain, track_specs)
 from recdistill.report.summary import (Evaluation, Gain, ModelSummary, Run, build, gains, summarize,
                                        summary_json)
 
 __all__ = [
-    "TrackSpec", "TRACKS", "ROLES", "ReportError", "RecomputeMismatch", "higher_is_better",
+    "TrackSpec", "TRACK_NAMES", "track_specs", "ReportError", "RecomputeMismatch", "higher_is_better",
     "relative_gain", "Result", "parse_metrics_file", "gather", "read_history", "read_run_link",
     "rating_metrics", "click_metrics", "topk_metrics", "verify", "Run", "ModelSummary", "Gain",
     "Evaluation", "summarize", "gains", "build", "summary_json", "Provenance", "render_markdown",

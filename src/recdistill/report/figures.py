@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from recdistill.report.specs import ROLES, TRACKS, TrackSpec
+from recdistill.arm import ROLES
+from recdistill.report.specs import TRACK_NAMES, TrackSpec
 from recdistill.report.summary import Evaluation, ModelSummary, Run, scenario_order
 
-FIGURES = tuple(f"curves_{t}.png" for t in TRACKS) + ("quality_cost.png", "coldstart_scenarios.png")
+FIGURES = tuple(f"curves_{t}.png" for t in TRACK_NAMES) + ("quality_cost.png", "coldstart_scenarios.png")
 
 
 def _placeholder(fig: Figure, text: str) -> Figure:
@@ -51,10 +52,10 @@ def learning_curves(track: str, runs: Sequence[Run], spec: TrackSpec) -> Figure:
     return fig
 
 
-def quality_vs_cost(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) -> Figure:
+def quality_vs_cost(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> Figure:
     """Main test metric (mean ± std) against parameters (top row) and latency (bottom row),
     one column per track with results."""
-    shown = {t: spec for t, spec in tracks.items() if t in ev.tracks}
+    shown = {t: spec for t, spec in specs.items() if t in ev.tracks}
     fig = Figure(figsize=(4.2 * max(len(shown), 1), 7.5), layout="constrained")
     if not shown:
         return _placeholder(fig, "no results yet")
@@ -86,22 +87,21 @@ def quality_vs_cost(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) ->
     return fig
 
 
-def scenario_bars(models: Sequence[ModelSummary], metric: str = "test/rmse") -> Figure:
+def scenario_bars(models: Sequence[ModelSummary], metric: str) -> Figure:
     """Coldstart: one group of bars per scenario, one bar per model family, ± std."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     rows = [m for m in models if m.scenario and metric in m.metrics]
     if not rows:
         return _placeholder(fig, "coldstart: no results yet")
     scenarios = sorted({m.scenario for m in rows if m.scenario}, key=scenario_order)
-    role = {m.model.removesuffix(f"-{m.scenario}"): m.role for m in rows}
+    role = {m.name: m.role for m in rows}
     families = sorted(role, key=lambda f: (role[f] == "baseline", f))  # the models, then baselines
     width = 0.8 / len(families)
     ax = fig.subplots()
     for i, family in enumerate(families):
         xs, means, stds = [], [], []
         for s, scenario in enumerate(scenarios):
-            found = [m for m in rows if m.scenario == scenario
-                     and m.model.removesuffix(f"-{scenario}") == family]
+            found = [m for m in rows if m.scenario == scenario and m.name == family]
             if found:
                 mean, std = found[0].metrics[metric]
                 xs.append(s + (i - (len(families) - 1) / 2) * width)
@@ -114,16 +114,16 @@ def scenario_bars(models: Sequence[ModelSummary], metric: str = "test/rmse") -> 
     pad = 0.1 * (high - low) + 0.01
     ax.set_ylim(max(0.0, low - 2 * pad), high + pad)
     ax.set_xticks(range(len(scenarios)), scenarios)
-    ax.set(ylabel=f"{metric} (axis not from 0)", title="coldstart: test error per scenario")
+    ax.set(ylabel=f"{metric} (axis not from 0)", title=f"coldstart: {metric} per scenario")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
-def make_figures(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) -> dict[str, Figure]:
+def make_figures(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> dict[str, Figure]:
     """Every figure in :data:`FIGURES` (placeholders for tracks without results)."""
     figures = {f"curves_{t}.png": learning_curves(t, [r for r in ev.runs if r.result.track == t],
-                                                  spec) for t, spec in tracks.items()}
-    figures["quality_cost.png"] = quality_vs_cost(ev, tracks)
-    figures["coldstart_scenarios.png"] = scenario_bars(ev.tracks.get("coldstart", []))
+                                                  spec) for t, spec in specs.items()}
+    figures["quality_cost.png"] = quality_vs_cost(ev, specs)
+    figures["coldstart_scenarios.png"] = scenario_bars(ev.tracks.get("coldstart", []), specs["coldstart"].main)
     return figures

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from recdistill.report.specs import TRACKS, TrackSpec, higher_is_better
+from recdistill.report.specs import TrackSpec, higher_is_better
 from recdistill.report.summary import Evaluation, ModelSummary, Run, gains
 
 @dataclass(frozen=True)
 class Provenance:
     commit: str
-    params_hash: str
+    params_hash: str  # of the evaluate params and every linked training run's params hash
     data_manifest: str
 
 
@@ -33,6 +33,14 @@ def _fmt_ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}×" if value / base >= 0.01 else "<0.01×"
 
 
+def _fmt_stopped(m: ModelSummary) -> str:
+    """``early``, ``cap 1/3`` (seeds that stopped at the epoch cap: not converged) or ``—``."""
+    if all(why == "not_trained" for why in m.stopped):
+        return "—"
+    at_cap = len(m.at_cap())
+    return f"cap {at_cap}/{len(m.seeds)}" if at_cap else "early"
+
+
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.2f}" if ms >= 0.1 else f"{ms:.2g}"
 
@@ -51,7 +59,7 @@ def _track_markdown(track: str, models: Sequence[ModelSummary], runs: Sequence[R
     scenarios = any(m.scenario for m in models)
     units = {m.latency_unit for m in models if m.latency_unit}
     unit = f" ({units.pop()})" if len(units) == 1 else ""
-    head = (["scenario"] if scenarios else []) + ["model", "role", "seeds", *columns, "params",
+    head = (["scenario"] if scenarios else []) + ["model", "role", "seeds", "stopped", *columns, "params",
                                                    "params ×teacher", "MACs/example",
                                                    f"latency ms{unit}", "latency ×teacher"]
     direction = "higher" if higher_is_better(spec.main) else "lower"
@@ -61,7 +69,7 @@ def _track_markdown(track: str, models: Sequence[ModelSummary], runs: Sequence[R
 
     def gain_rows(scenario: str | None) -> list[str]:
         return [_row(([scenario or ""] if scenarios else [])
-                     + [f"gain: {g.model} vs {g.base}", "", "",
+                     + [f"gain: {g.model} vs {g.base}", "", "", "",
                         *(_fmt_gain(g.values.get(c)) for c in columns), "", "", "", "", ""])
                 for g in all_gains if g.scenario == scenario]
 
@@ -71,17 +79,21 @@ def _track_markdown(track: str, models: Sequence[ModelSummary], runs: Sequence[R
             lines += gain_rows(previous)
             previous = m.scenario
         t = _teacher(models, m)
-        latency = "—" if m.latency_ms is None else _fmt_ms(m.latency_ms) + (
-            "" if unit or not m.latency_unit else f" ({m.latency_unit})")
+        latency = _fmt_ms(m.latency_ms) + ("" if unit else f" ({m.latency_unit})")
         same_unit = t is not None and t.latency_unit == m.latency_unit
-        cells = [m.model, m.role, str(len(m.seeds)),
+        cells = [m.model, m.role, str(len(m.seeds)), _fmt_stopped(m),
                  *(_fmt_metric(m.metrics.get(c), len(m.seeds)) for c in columns),
-                 "—" if m.params is None else f"{m.params:,}",
-                 _fmt_ratio(m.params, t.params if t else None),
-                 "—" if m.macs_per_example is None else f"{m.macs_per_example:,}", latency,
+                 f"{m.params:,}", _fmt_ratio(m.params, t.params if t else None),
+                 f"{m.macs_per_example:,}" + ("†" if m.macs_method == "formula" else ""), latency,
                  _fmt_ratio(m.latency_ms, t.latency_ms if t and same_unit else None)]
         lines.append(_row(([m.scenario or ""] if scenarios else []) + cells))
     lines += gain_rows(previous)
+    at_cap = [f"{m.model}-s{seed}" for m in models for seed in m.at_cap()]
+    if at_cap:
+        lines += ["", f"Not converged (stopped at the epoch cap, not by early stopping): {', '.join(at_cap)}."]
+    if any(m.macs_method == "formula" for m in models):
+        lines += ["", "† MACs from a documented formula: the FLOP counter cannot see the work "
+                  "(sparse products, lookups)."]
     ok = [r for r in runs if r.checked]
     checked = sorted({k for r in ok for k in r.checked})
     lines += ["", f"Recomputed from the saved test predictions (within {tolerance:g}): "
@@ -92,8 +104,8 @@ def _track_markdown(track: str, models: Sequence[ModelSummary], runs: Sequence[R
     return lines + [""]
 
 
-def render_markdown(ev: Evaluation, *, provenance: Provenance, figures: Mapping[str, str],
-                    tolerance: float, tracks: Mapping[str, TrackSpec] = TRACKS) -> str:
+def render_markdown(ev: Evaluation, *, specs: Mapping[str, TrackSpec], provenance: Provenance,
+                    figures: Mapping[str, str], tolerance: float) -> str:
     """``reports/summary.md``: provenance, one table per track, links to the figures.
 
     Args:
@@ -102,13 +114,15 @@ def render_markdown(ev: Evaluation, *, provenance: Provenance, figures: Mapping[
     trained = sorted({r.link["git.commit"] for r in ev.runs if r.link and "git.commit" in r.link})
     lines = ["# recdistill: what the transfer bought, and at what cost", "",
              f"- commit: `{provenance.commit}`",
-             f"- params hash: `{provenance.params_hash}`",
+             f"- params hash (evaluate and the training runs): `{provenance.params_hash}`",
              f"- data manifest: `{provenance.data_manifest}`",
              f"- models trained at: {', '.join(f'`{c}`' for c in trained) or '—'}", "",
              ("Test metrics are the mean ± sample std over seeds. A gain row is the relative "
               "improvement of the first model over the second (positive = better). "
-              "×teacher is a cost as a fraction of the teacher's."), ""]
-    for track, spec in tracks.items():
+              "×teacher is a cost as a fraction of the teacher's. stopped: early (every seed "
+              "stopped early), cap n/N (n seeds stopped at their epoch cap: not converged), "
+              "— (not trained by gradient steps)."), ""]
+    for track, spec in specs.items():
         if track in ev.tracks:
             runs = [r for r in ev.runs if r.result.track == track]
             lines += _track_markdown(track, ev.tracks[track], runs, spec, tolerance)

@@ -4,7 +4,8 @@ gather, verify, read histories and links, summarize; and ``metrics/summary.json`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recdistill.arm import ROLES, Role, Stopped
 from recdistill.report.recompute import read_table, verify
 from recdistill.report.results import Result, gather, read_history, read_run_link
-from recdistill.report.specs import (
-    ROLES,
-    SCENARIOS,
-    TRACKS,
-    ReportError,
-    TrackSpec,
-    higher_is_better,
-    relative_gain,
-)
+from recdistill.report.specs import (SCENARIOS, TRACK_NAMES, ReportError, TrackSpec, higher_is_better,
+                                     relative_gain)
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +34,29 @@ class Run:
 @dataclass(frozen=True)
 class ModelSummary:
     track: str
-    model: str
-    role: str
+    model: str  # unique in the track (Result.model)
+    name: str  # the arm's name in its track (the same in every scenario)
+    role: Role
     scenario: str | None
     seeds: tuple[int, ...]
+    stopped: tuple[Stopped, ...]  # why training ended, per seed
     metrics: dict[str, tuple[float, float]]  # mean, sample std over seeds
-    params: int | None
-    macs_per_example: int | None
-    latency_ms: float | None  # mean over seeds
-    latency_unit: str | None
-    seconds_per_epoch: float | None
+    params: int
+    macs_per_example: int
+    macs_method: str
+    latency_ms: float  # mean over seeds
+    latency_unit: str
+    seconds_per_epoch: float  # mean over seeds
     checked_runs: int  # seeds whose test metrics were recomputed and matched
+
+    def at_cap(self) -> tuple[int, ...]:
+        """The seeds whose training stopped at its epoch cap, not early: not converged."""
+        return tuple(s for s, why in zip(self.seeds, self.stopped) if why == "epoch_cap")
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def _mean_or_none(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
 
 
 def scenario_order(scenario: str | None) -> tuple[int, str]:
@@ -82,19 +79,20 @@ def summarize(runs: Sequence[Run]) -> dict[str, list[ModelSummary]]:
         partial = set.union(*(set(r.metrics) for r in results)) - set(keys)
         if partial:
             log.warning("%s %s: %s missing for some seeds; left out", track, model, sorted(partial))
+        first = results[0].record
         out.setdefault(track, []).append(ModelSummary(
-            track=track, model=model, role=results[0].role, scenario=results[0].scenario,
-            seeds=tuple(r.seed for r in results),
+            track=track, model=model, name=first.model, role=first.role, scenario=first.scenario,
+            seeds=tuple(r.seed for r in results), stopped=tuple(r.record.stopped for r in results),
             metrics={k: _mean_std([r.metrics[k] for r in results]) for k in keys},
-            params=results[0].params, macs_per_example=results[0].macs_per_example,
-            latency_ms=_mean_or_none(r.latency_ms for r in results),
-            latency_unit=results[0].latency_unit,
-            seconds_per_epoch=_mean_or_none(r.seconds_per_epoch for r in results),
+            params=first.cost.params, macs_per_example=first.cost.macs_per_example,
+            macs_method=first.cost.macs_method,
+            latency_ms=float(np.mean([r.record.cost.latency_ms for r in results])),
+            latency_unit=first.cost.latency_unit,
+            seconds_per_epoch=float(np.mean([r.record.seconds_per_epoch for r in results])),
             checked_runs=sum(bool(g.checked) for g in group)))
     for models in out.values():
         models.sort(key=lambda m: (scenario_order(m.scenario), ROLES.index(m.role), m.model))
-    return dict(sorted(out.items(), key=lambda kv: list(TRACKS).index(kv[0])
-                       if kv[0] in TRACKS else len(TRACKS)))
+    return dict(sorted(out.items(), key=lambda kv: TRACK_NAMES.index(kv[0])))
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def gains(models: Sequence[ModelSummary], spec: TrackSpec) -> list[Gain]:
 
 @dataclass(frozen=True)
 class Evaluation:
-    tracks: dict[str, list[ModelSummary]]  # the tracks with results, in TRACKS order
+    tracks: dict[str, list[ModelSummary]]  # the tracks with results, in TRACK_NAMES order
     missing: tuple[str, ...]  # tracks without results yet
     runs: tuple[Run, ...]
 
@@ -138,19 +136,19 @@ def _run_dir(models_root: Path, r: Result) -> Path | None:
     return None
 
 
-def build(metrics_root: Path, models_root: Path, prepared_root: Path, *, ks: Sequence[int],
-          tolerance: float, seeds: Sequence[int] | None = None,
-          tracks: Mapping[str, TrackSpec] = TRACKS) -> Evaluation:
-    """Gather, verify against predictions, read histories and run links, summarize."""
-    results, missing = gather(metrics_root, tracks, seeds)
+def build(metrics_root: Path, models_root: Path, prepared_root: Path, *, specs: Mapping[str, TrackSpec],
+          ks: Sequence[int], tolerance: float, seeds: Sequence[int] | None = None) -> Evaluation:
+    """Gather the tracks of ``specs`` (:func:`~recdistill.report.specs.track_specs`), verify
+    against predictions, read histories and run links, summarize."""
+    results, missing = gather(metrics_root, specs, seeds)
     if not results:
-        raise ReportError(f"{metrics_root}: no metrics file of any track ({', '.join(tracks)} "
+        raise ReportError(f"{metrics_root}: no metrics file of any track ({', '.join(specs)} "
                           "folders of <model>-s<seed>.json) for the params' seeds; wrong folder, "
                           "or no stage has trained yet")
     tests: dict[str, pd.DataFrame] = {}
     runs = []
     for r in results:
-        spec, run_dir = tracks[r.track], _run_dir(models_root, r)
+        spec, run_dir = specs[r.track], _run_dir(models_root, r)
         if spec.test_split and r.track not in tests:
             tests[r.track] = read_table(prepared_root / spec.test_split)
         checked = verify(r, run_dir, spec, test=tests.get(r.track), ks=ks, tolerance=tolerance)
@@ -166,20 +164,20 @@ def build(metrics_root: Path, models_root: Path, prepared_root: Path, *, ks: Seq
     return Evaluation(summarize(runs), missing, tuple(runs))
 
 
-def summary_json(ev: Evaluation, tracks: Mapping[str, TrackSpec] = TRACKS) -> dict[str, Any]:
-    """``metrics/summary.json``: per track, per model: mean/std of each test metric, cost;
-    and per gain row (``"gain: <model> vs <base>"``) the relative gain of each test metric."""
+def summary_json(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> dict[str, Any]:
+    """``metrics/summary.json``: per track, per model: mean/std of each test metric, cost, how
+    many seeds stopped why (``stopped``: ``{"epoch_cap": 1, ...}``); and per gain row
+    (``"gain: <model> vs <base>"``) the relative gain of each test metric."""
     out: dict[str, Any] = {}
     for track, models in ev.tracks.items():
         out[track] = {m.model: {
             "role": m.role, "seeds": len(m.seeds),
             **{k: {"mean": mean, "std": std} for k, (mean, std) in m.metrics.items()
                if k.startswith("test/")},
-            "params": m.params, "macs_per_example": m.macs_per_example,
+            "params": m.params, "macs_per_example": m.macs_per_example, "macs_method": m.macs_method,
             "latency_ms": m.latency_ms, "latency_unit": m.latency_unit,
             "seconds_per_epoch": m.seconds_per_epoch, "recomputed_runs": m.checked_runs,
+            "stopped": dict(Counter(m.stopped)),
             **({"scenario": m.scenario} if m.scenario else {})} for m in models}
-        if track in tracks:
-            out[track].update({f"gain: {g.model} vs {g.base}": g.values
-                               for g in gains(models, tracks[track])})
+        out[track].update({f"gain: {g.model} vs {g.base}": g.values for g in gains(models, specs[track])})
     return out

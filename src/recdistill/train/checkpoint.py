@@ -1,20 +1,27 @@
 """Checkpoints: ``state_dict`` plus plain metadata, written atomically, loaded safely.
 
-Loading uses ``weights_only=True``: a checkpoint pulled from an unvetted DVC remote that
-carries a pickled object is refused instead of executed.
+:func:`read_checkpoint` validates an arm checkpoint's metadata (:class:`recdistill.arm.CheckpointMeta`)
+and :func:`load_teacher` is the one way every track loads its teacher. Loading uses
+``weights_only=True``: a checkpoint pulled from an unvetted DVC remote that carries a
+pickled object is refused instead of executed.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from recdistill.arm import CheckpointMeta, Track
 from recdistill.errors import UserError
 from recdistill.io import atomic_path
+from recdistill.models.registry import Registry
+from recdistill.params import describe_error
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_teacher"]
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -54,3 +61,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"checkpoint {path} is not a recdistill checkpoint "
                               "(expected keys 'state_dict' and 'meta')")
     return obj["state_dict"], obj["meta"]
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """The weights and validated metadata of an arm's ``model.pt`` (CheckpointError if missing,
+    unreadable or not an arm checkpoint)."""
+    state, raw = load_checkpoint(path, map_location=map_location)
+    try:
+        return state, CheckpointMeta.model_validate(raw)
+    except ValidationError as err:
+        raise CheckpointError(f"checkpoint {path} has metadata that is not an arm's: "
+                              f"{describe_error(err, CheckpointMeta)}; recreate it with dvc repro") from None
+
+
+
+
+def load_teacher(path: str | Path, track: Track, registry: Registry[Any], context: Any, *,
+                 shape: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, CheckpointMeta]:
+    """The trained teacher of ``track`` from ``path``, built through ``registry``, in eval mode.
+
+    Every way it can fail is one :class:`CheckpointError` line naming the file: missing or
+    unreadable, another track's or role's checkpoint, a model the registry does not know, or
+    data sizes (``shape``: vocabularies, users, items, ...) other than this split's.
+    """
+    shape = json.loads(json.dumps(shape))  # as stored: tuples become lists
+    state, meta = read_checkpoint(path, map_location=device)
+    if (meta.track, meta.role) != (track, "teacher"):
+        raise CheckpointError(f"checkpoint {path} is a {meta.track} {meta.role}, not a {track} teacher")
+    if meta.shape != shape:
+        differ = sorted(k for k in {*meta.shape, *shape} if meta.shape.get(k) != shape.get(k))
+        raise CheckpointError(f"checkpoint {path} was trained on other data ({', '.join(differ)} differ: "
+                              f"{ {k: meta.shape.get(k) for k in differ} } vs this split's "
+                              f"{ {k: shape.get(k) for k in differ} }); retrain the teacher (dvc repro)")
+    try:
+        arch = registry.arch(meta.arch, f"{path}: arch")
+    except UserError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+    model = registry.build(arch, context).to(device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit its {arch.name} architecture: "
+                              f"{str(err).splitlines()[0]}") from None
+    return model.eval(), meta

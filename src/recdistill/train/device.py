@@ -10,6 +10,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -17,6 +18,7 @@ from recdistill.params import RuntimeParams
 
 log = logging.getLogger(__name__)
 
+Amp = Literal["none", "bf16", "fp16"]  # runtime.amp
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -70,11 +72,11 @@ def resolve_device(runtime: RuntimeParams) -> torch.device:
     return device
 
 
-def autocast(runtime: RuntimeParams, device: torch.device) -> contextlib.AbstractContextManager[None]:
+def autocast(amp: Amp, device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Autocast to bf16/fp16 on CUDA when ``runtime.amp`` asks for it; a no-op otherwise."""
-    if runtime.amp == "none" or device.type != "cuda":
+    if amp == "none" or device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=_AMP_DTYPES[runtime.amp])
+    return torch.autocast(device_type="cuda", dtype=_AMP_DTYPES[amp])
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:

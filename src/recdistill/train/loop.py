@@ -12,7 +12,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,8 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recdistill.errors import UserError
+from recdistill.train.device import Amp, autocast
 
-__all__ = ["FitResult", "NonFiniteLossError", "fit"]
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "history_records"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     epochs_run: int = 0
     seconds_per_epoch: float = 0.0  # mean wall time of the training part of an epoch
+    stopped: Literal["early_stopping", "epoch_cap"] = "epoch_cap"  # why training ended
 
 
 def _improved(value: float, best: float | None, mode: Literal["max", "min"]) -> bool:
@@ -62,6 +64,7 @@ def fit(
     eval_every: int = 1,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
+    amp: Amp = "none",
 ) -> FitResult:
     """Train ``model`` and return its best validation state (also loaded into ``model``).
 
@@ -74,6 +77,8 @@ def fit(
         patience: evaluations without strict improvement before stopping.
         name: names the model in logs and errors.
         on_epoch: called with ``(epoch, metrics)`` after each epoch (e.g. MLflow logging).
+        amp: ``runtime.amp``: the loss is computed under CUDA autocast to bf16 or fp16 (fp16
+            with a gradient scaler); on the CPU it is ignored.
 
     Example:
         >>> _ = torch.manual_seed(0); model = nn.Linear(1, 1)
@@ -93,6 +98,8 @@ def fit(
     result = FitResult(best_state={}, best_epoch=0, best={})
     train_seconds: list[float] = []
     stale = 0
+    device = next(model.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
     # the bar only on a terminal (disable=None): in a log file its frames would mix with the lines
     bar = tqdm(range(1, epochs + 1), desc=name, unit="epoch", disable=None if progress else True, leave=False)
     for epoch in bar:
@@ -101,14 +108,16 @@ def fit(
         total, n_batches = 0.0, 0
         for batch_index, batch in enumerate(batches(epoch)):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(batch)
+            with autocast(amp, device):
+                loss = loss_fn(batch)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"{name}: training loss is {value} at epoch {epoch}, "
                                          f"batch {batch_index}; stopping without saving this state "
                                          "(lower the learning rate or check the inputs)")
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += value
             n_batches += 1
         train_seconds.append(time.perf_counter() - start)
@@ -143,9 +152,26 @@ def fit(
         if evaluate_now and stale >= patience:
             log.info("%s: early stop at epoch %d (best %s=%.5f at epoch %d)", name, epoch,
                      monitor, best_score, result.best_epoch)
+            result.stopped = "early_stopping"
             break
     bar.close()
     model.load_state_dict(result.best_state)
     result.epochs_run = len(result.history)
     result.seconds_per_epoch = sum(train_seconds) / len(train_seconds)
     return result
+
+
+def history_records(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``history.json``: one record per epoch, every record with the same keys.
+
+    With ``eval_every > 1`` the epochs without validation have no ``valid/*`` keys; here they
+    get ``None`` (JSON ``null``). DVC plots read a file only when all its records share one
+    set of keys, and the plots drop the null points (the curve joins the evaluated epochs).
+    ``recdistill.report.read_history`` keeps numeric values only, so it reads these rows as
+    it reads the sparse ones.
+
+    >>> history_records([{"epoch": 1, "train/loss": 0.9}, {"epoch": 2, "train/loss": 0.5, "valid/auc": 0.7}])
+    [{'epoch': 1, 'train/loss': 0.9, 'valid/auc': None}, {'epoch': 2, 'train/loss': 0.5, 'valid/auc': 0.7}]
+    """
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    return [{k: row.get(k) for k in keys} for row in history]
