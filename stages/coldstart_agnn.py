@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from recdistill import cli
-from recdistill.publish import publish
 from recdistill.coldstart.graphs import graph_from_payload
 from recdistill.coldstart.training import ROLE, TEACHERS, curve_figure, monitor, run_coldstart
+from recdistill.errors import UserError
 from recdistill.graph import read_pickle
+from recdistill.publish import publish
 from recdistill.tracking import stage_run
 from recdistill.train import resolve_device
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     key = monitor(select)  # a metric the track does not compute fails here, before any work
     graph = graph_from_payload(read_pickle(args.graph))
     if graph.scenario != args.scenario:
-        raise SystemExit(f"{args.graph} holds the neighbors of {graph.scenario!r}, not {args.scenario!r}")
+        raise UserError(f"{args.graph} holds the neighbors of {graph.scenario!r}, not {args.scenario!r}")
     split = {name: pd.read_parquet(args.split / f"{name}.parquet") for name in ("train", "valid", "test")}
     device = resolve_device(p.runtime)
     with stage_run("agnn", f"{args.scenario}-{args.seed}", track="coldstart", role=ROLE,

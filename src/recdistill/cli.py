@@ -58,7 +58,7 @@ def parse(parser: argparse.ArgumentParser,
     seed = getattr(args, "seed", None)
     if seed is not None and seed not in p.seeds:
         parser.error(f"--seed {seed} is not in seeds {list(p.seeds)} of {args.params}")
-    params.audit(p)  # from here on, the keys the stage reads (tests/test_dvc_params.py)
+    params.audit(p)  # from here on, the keys the stage reads (tests/test_pipeline_e2e.py)
     return args, p
 
 
@@ -89,6 +89,8 @@ def dvc_params(stage: str, params_file: Path) -> dict[str, Any]:
         key = entry if isinstance(entry, str) else next(iter(entry))
         node = raw
         for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise UserError(f"{pipeline}: stage {stage} lists params key {key!r}, which {params_file} lacks")
             node = node[part]
         values[key] = node
     return values

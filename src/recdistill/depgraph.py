@@ -436,7 +436,7 @@ def fix_pipeline(dvc_yaml: Path) -> None:
     tmp.replace(dvc_yaml)
 
 
-NOT_IDENTITY = ("runtime", "tracking")  # where and how a stage runs, never what it computes
+NOT_IDENTITY = ("runtime.device", "runtime.threads", "tracking")  # where a stage runs, not what it computes
 
 
 def param_leaves(tree: Any, prefix: str = "") -> set[str]:
@@ -462,8 +462,9 @@ def check_params(stage: str, declared: Iterable[str], read: Iterable[str], leave
     stage's process read (recorded by :func:`recdistill.params.audit`): a value read but not
     listed leaves a stale result cached after an edit; a listed key none of whose values is
     read reruns the stage for nothing. (A listed block may hold a value the stage does not
-    read, e.g. ``data.cf.split.test``, implied by train and valid.) ``runtime.*`` and
-    ``tracking.*`` are not a stage's identity.
+    read, e.g. ``data.cf.split.test``, implied by train and valid.) ``runtime.device``,
+    ``runtime.threads`` and ``tracking.*`` are not a stage's identity (``runtime.amp`` is:
+    mixed precision changes the numbers).
 
     >>> leaves = {"train.lr", "train.depth", "seeds", "data.seed", "runtime.threads"}
     >>> check_params("s", ["train", "data"], ["train.lr", "runtime.threads"], leaves)

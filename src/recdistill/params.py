@@ -2,9 +2,10 @@
 
 Every section of ``params.yaml`` maps onto a frozen pydantic model below, with no defaults:
 a key missing from the file is an error, not a silent fallback. :func:`load` checks the whole
-file before any work starts: an unknown key, a wrong type, an out-of-range value or an
-unknown name raises one :class:`ParamsError` that names the file, the key path
-(``train.ctr.optim.lr``), the value and what is accepted. Stages read attributes
+file before any work starts: an unknown key, a wrong type or an out-of-range value raises
+one :class:`ParamsError` that names the file, the key path (``train.ctr.optim.lr``), the
+value and what is accepted; the keys of a ``model:`` block (and an unknown model name) are
+checked the same way by the track's registry, which each stage calls right after. Stages read attributes
 (``p.train.ctr.optim.lr``), never dict keys.
 
 Each trained model has an architecture block (``model:``, picked by its ``name`` from the

@@ -39,4 +39,4 @@ def publish(result: ArmResult, run: StageRun, *, out_dir: str | Path, metrics: s
                      "cost/macs_per_example": cost.macs_per_example, "cost/latency_ms": cost.latency_ms})
     run.set_tags({"architecture": str(result.checkpoint.arch.get("name", result.record.model)),
                   "stopped": result.record.stopped})
-    run.log_dict(result.history, "history.json")
+    run.log_dict(history_records(result.history), "history.json")

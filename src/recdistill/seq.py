@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 import pandas as pd
 import torch
@@ -62,12 +62,13 @@ class SeqContext:
     max_len: int  # L: the input window (data.seq.max_len)
 
 
-@runtime_checkable
 class SeqModel(Protocol):
     """What the seq track uses of a model: hidden states at every position, scores of all or
-    of given tokens from them, next-item scores after a sequence, and the item table."""
+    of given tokens from them, next-item scores after a sequence, and (checked by
+    :func:`seq_model`, as a Protocol cannot see an ``nn.Module``'s submodules from Python
+    3.12 on) the item table ``item_emb``: ``nn.Embedding`` (I + 1, D), row 0 = padding."""
 
-    item_emb: nn.Embedding  # (I + 1, D), row 0 = padding
+    item_emb: nn.Embedding  # for the type checker; not part of the runtime check
 
     def __call__(self, seq: torch.Tensor) -> torch.Tensor: ...  # (B, L) int64 -> (B, L, D)
 
@@ -118,10 +119,10 @@ def resolve_arch(role: Role, p: Params) -> Arch | None:
 
 def seq_model(module: nn.Module) -> SeqModel:
     """``module`` as the track uses it (TypeError naming what a registered model lacks)."""
-    if not isinstance(module, SeqModel):
-        missing = [m for m in ("item_emb", "logits", "pair_scores", "score_last") if not hasattr(module, m)]
+    missing = [m for m in ("item_emb", "logits", "pair_scores", "score_last") if not hasattr(module, m)]
+    if missing:
         raise TypeError(f"{type(module).__name__} is not a seq model: it lacks {', '.join(missing)}")
-    return module
+    return cast(SeqModel, module)
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,8 @@ def _kd_scores(student: SeqModel, h: torch.Tensor, targets: TeacherTargets, rows
     t = torch.cat([targets.top_scores[rows, -width:][keep], teacher.pair_scores(h_t, positives)[:, None],
                    h_t @ teacher.item_emb(shared).T], 1)  # (N, C)
     repeat = _repeats(top, positives, shared, n_tokens)  # (N, C): no probability mass on repeats
-    return s.masked_fill(repeat, -1e9), t.masked_fill(repeat, -1e9)
+    # in fp32: -1e9 overflows the fp16 scores that CUDA autocast (runtime.amp: fp16) produces
+    return s.float().masked_fill(repeat, -1e9), t.float().masked_fill(repeat, -1e9)
 
 
 def train_model(split: SeqSplit, arch: Arch, optim: PeriodicOptim, *, seed: int, device: torch.device,

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from recdistill.arm import read_metrics
-from recdistill.train.checkpoint import load_teacher
+from recdistill.errors import UserError
 from recdistill.coldstart.graphs import graph_from_payload
 from recdistill.coldstart.training import TEACHERS, AgnnContext, NeighborSampler, Ratings, evaluate, graph_shape
 from recdistill.data.canonical import parse_archive, write_canonical
@@ -25,6 +25,7 @@ from recdistill.data.splits import make_all
 from recdistill.graph import read_pickle
 from recdistill.models.agnn import AGNN
 from recdistill.params import ParamsError, load
+from recdistill.train.checkpoint import load_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,7 +159,7 @@ def test_neighbors_ignore_validation_and_test_ratings(workspace: Path) -> None:
 def test_agnn_refuses_a_graph_of_another_scenario(workspace: Path) -> None:
     ws = workspace
     _neighbors(ws, "warm", ws / "warm.pkl")
-    with pytest.raises(SystemExit, match="holds the neighbors of 'warm'"):
+    with pytest.raises(UserError, match="warm.pkl holds the neighbors of 'warm', not 'ics'"):
         _stage("coldstart_agnn").main(["ics", "--seed", "0", "--graph", str(ws / "warm.pkl"),
                                        "--split", str(ws / "prepared" / "ics"), "--out", str(ws / "x"),
                                        "--metrics", str(ws / "x.json"), "--params", str(ws / "params.yaml")])

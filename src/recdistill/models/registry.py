@@ -59,21 +59,19 @@ class Registry(Generic[C]):
         self.what = what  # e.g. "ctr teacher", for messages
         self.entries = dict(entries)
 
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.entries)
-
-    def arch(self, block: BaseModel | Mapping[str, Any], path: str) -> Arch:
-        """The typed architecture of a ``model:`` block at key path ``path`` (ParamsError if bad)."""
+    def arch(self, block: BaseModel | Mapping[str, Any], path: str, source: str = "params.yaml") -> Arch:
+        """The typed architecture of a ``model:`` block at key path ``path`` of ``source``
+        (ParamsError naming both if bad)."""
         raw = section_dict(block) if isinstance(block, BaseModel) else dict(block)
         name = raw.get("name")
         if name not in self.entries:
             accepted = ", ".join(repr(n) for n in self.entries)
-            raise ParamsError(f"params.yaml: {path}.name = {name!r} is invalid: expected one of {accepted}")
+            raise ParamsError(f"{source}: {path}.name = {name!r} is invalid: expected one of {accepted}")
         schema = self.entries[name].arch
         try:
             return schema.model_validate(raw)
         except ValidationError as err:
-            raise ParamsError(f"params.yaml: {describe_error(err, schema, path.split('.'))}") from None
+            raise ParamsError(f"{source}: {describe_error(err, schema, path.split('.'))}") from None
 
     def build(self, arch: Arch, context: C) -> nn.Module:
         """The module of ``arch`` for ``context``."""

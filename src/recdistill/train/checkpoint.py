@@ -95,9 +95,9 @@ def load_teacher(path: str | Path, track: Track, registry: Registry[Any], contex
                               f"{ {k: meta.shape.get(k) for k in differ} } vs this split's "
                               f"{ {k: shape.get(k) for k in differ} }); retrain the teacher (dvc repro)")
     try:
-        arch = registry.arch(meta.arch, f"{path}: arch")
+        arch = registry.arch(meta.arch, "arch", source=f"checkpoint {path}")
     except UserError as err:
-        raise CheckpointError(f"checkpoint {path}: {err}") from None
+        raise CheckpointError(str(err)) from None
     model = registry.build(arch, context).to(device)
     try:
         model.load_state_dict(state)
