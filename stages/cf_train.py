@@ -12,7 +12,7 @@ Every arm stops early on ``valid/<evaluate.select.cf>`` and is evaluated by full
 
 In:  DATA/{train,valid,test}.parquet (user, item; per-user 80/10/10 of implicit feedback),
      params.yaml, and for ``student`` the meta model's checkpoint (--teacher).
-Out: OUT/ with model.pt (checkpoint), run.json (MLflow run record), history.json (per-epoch
+Out: OUT/ with model.pt (checkpoint), history.json (per-epoch
      rows) and predictions.parquet (top-K per test user: user, rank, item, score; train and
      valid items masked), written as a whole; METRICS (the arm's metrics JSON).
 

@@ -8,7 +8,7 @@ computed once from the selected state.
 In: ``--graph`` (the scenario's neighbor pickle from ``neighbors@<scenario>``, read through
 the restricted unpickler), ``--split`` (folder of the scenario's train/valid/test.parquet),
 params ``train.agnn``, ``evaluate.select.coldstart`` and ``runtime``.
-Out: ``--out`` folder with model.pt (state_dict + checkpoint metadata), run.json,
+Out: ``--out`` folder with model.pt (state_dict + checkpoint metadata),
 history.json and predictions.parquet (test: user, item, rating, prediction), written as a
 whole; the ``--metrics`` JSON (one arm record: valid/test RMSE and MAE, cost, epochs).
 MLflow: per-epoch metrics, the learning-curve PNG, the history, the final metrics and the

@@ -8,7 +8,7 @@ carry the first seed of ``seeds`` so the report can line them up with AGNN's see
 In: ``--split`` (folder of the scenario's train/valid/test.parquet), ``--canonical``
 (users, items, attributes .parquet), params ``baselines`` and ``seeds``.
 Out: ``--out`` folder with predictions.parquet (test: model, user, item, rating,
-prediction) and run.json; the ``--metrics`` JSON, one arm set
+prediction); the ``--metrics`` JSON, one arm set
 ``{"arms": {"global-mean" | "bias" | "attribute-residual": <arm record>}}`` (role
 ``baseline``, 0 epochs, stopped ``not_trained``).
 """
@@ -51,11 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_path(args.out) as tmp:
             tmp.mkdir(parents=True)
             write_parquet(tmp / "predictions.parquet", predictions)
-            run.write_run_json(tmp / "run.json")
         write_metrics(args.metrics, arms)
+        run.record_checkpoint(args.out / "predictions.parquet")  # what the report finds this run by
         run.log_metrics({f"{name}/{key}": value for name, arm in arms.arms.items()
-                         for key, value in {**arm.metrics, "cost/params": arm.cost.params,
-                                            "cost/latency_ms": arm.cost.latency_ms}.items()})
+                         for key, value in {**arm.metrics, "cost/params": arm.cost.params}.items()})
     log.info("coldstart-baselines@%s: %s", args.scenario,
              {name: round(arm.metrics["test/rmse"], 4) for name, arm in arms.arms.items()})
 

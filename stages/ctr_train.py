@@ -10,7 +10,7 @@ Every arm stops early on ``valid/<evaluate.select.ctr>``.
 
 In: ``--prepared`` (ctr train/valid/test.parquet), ``--canonical`` (users, items tables),
 params.yaml, and for ``student`` the ``--teacher`` checkpoint.
-Out: ``--out`` directory with model.pt, run.json, history.json, predictions.parquet (row,
+Out: ``--out`` directory with model.pt, history.json, predictions.parquet (row,
 label, score on test), written as a whole; the ``--metrics`` JSON (AUC, LogLoss, cost).
 """
 

@@ -2,16 +2,19 @@
 
 In: METRICS_DIR/<track>/*.json (each training stage's metrics, read through the arm schema:
 a file that does not match it is one error line naming the file and the field),
-MODELS_DIR/<track>/*/ (predictions.parquet, history.json, run.json),
+METRICS_DIR/latency/<track>.json (the <track>-latency stages' side-by-side timings),
+MODELS_DIR/<track>/*/ (predictions.parquet, history.json, model.pt),
 PREPARED_DIR/{cf,seq}/test.parquet. Params: evaluate (ks, the selection metric of each track,
-the sampled-ranking label, the recomputation tolerance) and seeds.
+the sampled-ranking label, the recomputation tolerance, the bootstrap of the gains) and seeds.
 A track without metrics yet is skipped with a warning; no metrics of any track (of the
 params' seeds) is an error.
 Out: SUMMARY_JSON (per track, per model: mean/std over seeds of each test metric, cost, how many
-seeds stopped at their epoch cap or early),
+seeds stopped at their epoch cap or early; per comparison the gain in the main metric with its
+paired-bootstrap interval),
 <track>.json beside SUMMARY_JSON (the same, per track; {} if absent), REPORT_MD (one table per track),
 PLOTS_DIR/{curves_<track>,quality_cost,coldstart_scenarios}.png, and one MLflow run that
-logs the table and figures and links every model's training run (by the id in its run.json).
+logs the table and figures and links every model's training run (the store's run that
+recorded the checkpoint's md5: recdistill.tracking.checkpoint_runs).
 Fails if a reported test metric is not reproduced by the saved predictions.
 """
 
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     args, p = cli.parse(parser, argv)
     specs = report.track_specs(p.evaluate)
     ev = report.build(args.metrics_dir, args.models_dir, args.prepared_dir, specs=specs,  # inputs checked first
-                      ks=p.evaluate.ks, tolerance=p.evaluate.tolerance, seeds=p.seeds)
+                      ks=p.evaluate.ks, tolerance=p.evaluate.tolerance, bootstrap=p.evaluate.bootstrap,
+                      seeds=p.seeds,
+                      find_runs=lambda md5s: tracking.checkpoint_runs(md5s, p.tracking.experiment))
     with tracking.stage_run("evaluate", "", track="all", role="summary",
                             params=cli.dvc_params("evaluate", args.params),
                             experiment=p.tracking.experiment) as run:
@@ -72,11 +77,6 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifact(args.report_md)
         run.log_artifact(args.summary_json)
 
-        elsewhere = sorted(k for k, link in links.items()
-                           if link.get("tracking_uri", tracking.tracking_uri()) != tracking.tracking_uri())
-        if elsewhere:
-            log.warning("%d linked runs were logged to another MLflow store (e.g. %s)",
-                        len(elsewhere), elsewhere[0])
         run.log_dict(links, "linked_runs.json")
         run.set_tags({"mlflow.note.content": report.links_markdown(ev), "tracks.missing":
                       ",".join(ev.missing) or "none", "params.report.hash": provenance.params_hash,

@@ -7,7 +7,7 @@ Models by their block's ``name``: ``recdistill.seq.MODELS``; arm names: ``recdis
 
 In:  data/prepared/seq/{train,valid,test}.parquet, data/canonical/items.parquet (catalogue
      size), params.yaml, and for ``student`` the teacher's model.pt of the same seed.
-Out: OUT_DIR/{model.pt, run.json, history.json, predictions.parquet (test top-20 per user:
+Out: OUT_DIR/{model.pt, history.json, predictions.parquet (test top-20 per user:
      user, rank, item, score)} and METRICS: models/seq/<arm>-s<seed>/, metrics/seq/<arm>-s<seed>.json.
 
 Usage: seq_train.py ROLE --seed S --data data/prepared/seq --items data/canonical/items.parquet

@@ -140,10 +140,10 @@ def test_one_param_changes_only_its_readers(repo: Path, first_run: str, key: str
         _edit(repo, key, old)
 
 
-def test_editing_beta_reruns_only_distill_and_evaluate(repo: Path, first_run: str) -> None:
+def test_editing_beta_reruns_only_distill_its_latency_and_evaluate(repo: Path, first_run: str) -> None:
     old = _edit(repo, "distill.ctr.beta", 100.0)
-    try:
-        assert _ran(_dvc(repo, "repro")) == {"ctr-distill@0", "evaluate"}
+    try:  # the latency stage times the first seed's checkpoints, and seed 0 is the first
+        assert _ran(_dvc(repo, "repro")) == {"ctr-distill@0", "ctr-latency", "evaluate"}
     finally:
         _edit(repo, "distill.ctr.beta", old)
 
@@ -219,3 +219,20 @@ def test_remote_round_trip_reruns_nothing(repo: Path, first_run: str, tmp_path: 
     assert _ran(_dvc(clone, "repro")) == set()
     for path in (repo / "models").rglob("model.pt"):
         assert (clone / path.relative_to(repo)).read_bytes() == path.read_bytes()
+
+
+def test_fresh_clone_rerun_leaves_git_clean(repo: Path, first_run: str, tmp_path: Path) -> None:
+    """A fresh clone with no DVC cache retrains every stage and writes the same bytes: no
+    wall clock or run id in any tracked file or DVC out, so `git status` stays clean (the
+    latency stages do not rerun: their checkpoints are unchanged)."""
+    _dvc(repo, "repro")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "trained", "--allow-empty")
+    clone = tmp_path / "fresh"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    ran = _ran(_dvc(clone, "repro"))
+    assert {"download", "prepare", "ctr-teacher@0"} <= ran and "evaluate" not in ran
+    assert not any(stage.endswith("-latency") for stage in ran)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True,
+                            check=True).stdout
+    assert status == "", status

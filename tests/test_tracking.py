@@ -47,6 +47,7 @@ def _run(run_id: str) -> tuple[Run, MlflowClient]:
 
 def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DVC_EXP_NAME", "exp-beta")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
     with tracking.stage_run("ctr-distill", "0", track="ctr", role="student",
                             params={"distill.ctr": CtrDistillParams()}) as run:
         run.log_epoch(1, {"valid/auc": 0.7})
@@ -55,12 +56,11 @@ def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.Monke
         ckpt = tmp_path / "model.pt"
         ckpt.write_bytes(b"weights")
         run.record_checkpoint(ckpt)
-        run.write_run_json(tmp_path / "run.json")
     info, client = _run(run.run_id)
     assert info.info.status == "FINISHED" and info.info.run_name == "ctr-distill@0"
     tags = info.data.tags
     assert tags["stage"] == "ctr-distill" and tags["track"] == "ctr" and tags["role"] == "student"
-    assert tags["dvc.exp"] == "exp-beta" and len(tags["params.hash"]) == 16
+    assert (tags["dvc.exp"], tags["dvc.exp.baseline"]) == ("exp-beta", "0123abc") and len(tags["params.hash"]) == 16
     assert tags["checkpoint.md5"] == "63f4f1e9b725370f459720575cd5f953"  # md5 of b"weights"
     assert info.data.params["distill.ctr.beta"] == "921.6"
     assert info.data.params["distill.ctr.student.type"] == "outer"
@@ -69,7 +69,6 @@ def test_stage_run_tags_params_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     assert [(m.step, m.value) for m in history] == [(1, 0.7), (2, 0.8)]
     assert info.data.metrics["test/auc"] == 0.79
     assert client.get_metric_history(run.run_id, "valid/ndcg_at_10")[0].value == 0.5
-    assert '"run_id": "%s"' % run.run_id in (tmp_path / "run.json").read_text()
 
 
 def test_params_hash_depends_on_values_only() -> None:
@@ -189,7 +188,7 @@ def test_next_run_ends_a_run_whose_process_is_gone() -> None:
                           text=True, check=True).stdout.strip()  # the pid of a process that has exited
     cases = {"gone": {"pid": gone, "pid.start": "1", "process.owner": owner},
              "reused": {"pid": str(me), "pid.start": "1", "process.owner": owner},
-             "alive": {"pid": str(me), "pid.start": tracking._start_time(me) or "", "process.owner": owner},
+             "alive": {"pid": str(me), "pid.start": tracking.process_start(me) or "", "process.owner": owner},
              "elsewhere": {"pid": gone, "pid.start": "1", "process.owner": "other-host/boot/pid:[1]"}}
     client = MlflowClient(tracking.tracking_uri())
     left = {case: client.create_run(first.experiment_id, run_name="orphan@0", tags=tags).info.run_id
@@ -244,11 +243,9 @@ def _git(root: Path, *args: str) -> str:
                           cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.fixture()
-def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A committed repo (dvc.yaml, a stage script, data/prepared/ctr, the data manifest) as
-    the cwd, logging to its own SQLite store, with ``stages/ctr_train.py`` as the script."""
-    root = tmp_path / "repo"
+def _commit_checkout(root: Path) -> Path:
+    """A committed repo at ``root``: dvc.yaml, a stage script, data/prepared/ctr, the data
+    manifest."""
     (root / "stages").mkdir(parents=True)
     (root / "dvc.yaml").write_text("stages: {}\n")
     (root / "stages" / "ctr_train.py").write_text("# the stage\n")
@@ -262,6 +259,14 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _git(root, "init", "-q")
     _git(root, "add", "-A")
     _git(root, "commit", "-qm", "init")
+    return root
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed repo as the cwd, logging to its own SQLite store, with
+    ``stages/ctr_train.py`` as the script."""
+    root = _commit_checkout(tmp_path / "repo")
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(sys, "argv", [str(root / "stages" / "ctr_train.py"), "teacher"])
@@ -314,9 +319,6 @@ def test_ui_conventions_on_a_new_store(checkout: Path) -> None:
     assert run.commit == head + "-dirty"
     assert _run(run.run_id)[0].data.tags["mlflow.source.git.dirty"] == "true"
     assert _datasets(run.run_id)[0][1] != digest
-    run.write_run_json(checkout / "run.json")
-    record = json.loads((checkout / "run.json").read_text())
-    assert record["git.commit"] == head + "-dirty" and record["mlflow.source.git.commit"] == head
 
 
 def test_ui_conventions_of_other_stages(checkout: Path) -> None:
@@ -360,3 +362,55 @@ def test_an_existing_experiment_gets_its_kind_unless_it_has_one(checkout: Path) 
             pass
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
+# ------------------------------------------------- experiments in DVC's temporary copies
+@pytest.mark.parametrize("copy", [".dvc/tmp/exps/standalone/tmpa1b2", ".dvc/tmp/exps/tmpc3d4"])
+def test_a_run_in_an_experiment_copy_lands_in_the_main_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: str) -> None:
+    """``dvc exp run --temp`` (standalone/tmp*) and the queue (tmp*) run stages in a copy
+    that DVC deletes afterwards: the run goes to the main repository's store and artifact
+    folder; the source, git and dataset tags describe the copy's code; the experiment's name
+    and baseline are tagged. A ``DVC_ROOT`` naming another repository changes nothing."""
+    main = _commit_checkout(tmp_path / "main")
+    (main / "stages/ctr_train.py").write_text("# the main checkout moved on\n")
+    root = _commit_checkout(main / copy)
+    baseline = _git(root, "rev-parse", "HEAD")
+    monkeypatch.chdir(root / "data")  # DVC runs a stage in its wdir, the copy's root or below
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("DVC_EXP_NAME", "beta-100")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", baseline)
+    monkeypatch.setattr(sys, "argv", [str(root / "stages" / "ctr_train.py")])
+    assert (tracking.repo_root(), tracking.store_root()) == (root, main)
+    assert tracking.tracking_uri() == f"sqlite:///{main / 'mlflow.db'}"
+    with tracking.stage_run("ctr-distill", "0", track="ctr", role="student", params={}) as run:
+        pass
+    assert not (root / "mlflow.db").exists() and (main / "mlflow.db").is_file()
+    info, client = _run(run.run_id)
+    tags = info.data.tags
+    assert (tags["dvc.exp"], tags["dvc.exp.baseline"]) == ("beta-100", baseline)
+    assert tags["mlflow.source.name"] == "stages/ctr_train.py"
+    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.git.dirty"]) == (baseline, "false")
+    assert _datasets(run.run_id)[0][2]["uri"] == "data/prepared/ctr"
+    assert client.get_experiment(run.experiment_id).artifact_location == (main / "mlartifacts").as_uri()
+
+
+def test_outside_an_experiment_the_store_is_the_checkouts(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain checkout (and one merely inside a folder called exps) keeps its own store; runs
+    outside an experiment carry empty experiment tags."""
+    nested = checkout / "exps" / "tmpx"
+    nested.mkdir(parents=True)
+    (nested / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(nested)
+    assert tracking.store_root() == tracking.repo_root() == nested
+    monkeypatch.chdir(checkout / "stages")
+    assert tracking.store_root() == tracking.repo_root() == checkout
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri() == f"sqlite:///{checkout / 'mlflow.db'}"
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    with tracking.stage_run("prepare", "", track="data", role="data", params={}) as run:
+        pass
+    tags = _run(run.run_id)[0].data.tags
+    assert (tags["dvc.exp"], tags["dvc.exp.baseline"]) == ("", "")

@@ -48,14 +48,15 @@ class SchemaError(UserError, ValueError):
 
 
 class Cost(Frozen):
-    """What one arm costs at inference."""
+    """What one arm costs at inference, as counted (deterministic: a rerun writes the same
+    numbers). Wall-clock latency is measured apart, every model of a track side by side
+    (:mod:`recdistill.latency`), so that this file does not change when a rerun meets
+    another load."""
 
     params: NonNegativeInt
     macs_per_example: NonNegativeInt  # multiply-adds per example (row, user, rating)
     macs_method: Literal["flop_counter", "formula"]  # torch.utils.flop_counter, or a documented formula
-    latency_ms: NonNegative  # median of timed passes after a warm-up (train.median_ms)
-    latency_unit: str  # what one timed pass scores, e.g. "per 10k rows", "all users"
-    device: str
+    device: str  # where the arm was trained
 
 
 class ArmRecord(Frozen):
@@ -70,7 +71,6 @@ class ArmRecord(Frozen):
     cost: Cost
     epochs: NonNegativeInt  # epochs run (0 for a model that is not trained by gradient steps)
     best_epoch: NonNegativeInt
-    seconds_per_epoch: NonNegative
     stopped: Stopped  # why training ended
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from recdistill import metrics
 from recdistill.arm import ArmRecord, ArmResult, CheckpointMeta, Cost, Role
-from recdistill.train.checkpoint import load_teacher, read_checkpoint
+from recdistill.train.checkpoint import load_model, recorded_size
 from recdistill.cost import count_macs, n_params
 from recdistill.data.interactions import (BprBatch, CfSplits, Interactions, bpr_batches,
                                           normalized_adjacency)
@@ -44,13 +44,13 @@ from recdistill.models.lightgcn import LightGCN, LightGcnArch
 from recdistill.models.mf import MF, MfArch
 from recdistill.models.registry import Arch, Entry, Registry
 from recdistill.params import Params, ParamsError, PeriodicOptim
-from recdistill.train import CheckpointError, FitResult, fit, median_ms, seed_everything
+from recdistill.train import FitResult, fit, seed_everything
 from recdistill.train.device import Amp
 from recdistill.transfer.cross_fusion import CrossFusion, bpr_loss
 
 __all__ = ["CfContext", "CfModel", "MODELS", "ARM_NAMES", "STAGES", "Teacher", "architecture",
            "selectable", "selection", "data_shape", "build_model", "masked_scores",
-           "evaluate", "train_cf", "top_k_frame", "measure_cost", "load_cf_teacher", "run_cf"]
+           "evaluate", "train_cf", "top_k_frame", "measure_cost", "scoring_pass", "load_cf_model", "load_cf_teacher", "run_cf"]
 
 log = logging.getLogger(__name__)
 # the arm's name in metrics/ and models/, and its dvc.yaml stage, by role
@@ -249,40 +249,44 @@ def top_k_frame(model: nn.Module, splits: CfSplits, k: int) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def measure_cost(model: nn.Module, splits: CfSplits, k: int, repeats: int = 5) -> Cost:
-    """Parameters, multiply-adds per example and the latency of scoring all users.
+def measure_cost(model: nn.Module, splits: CfSplits) -> Cost:
+    """Parameters and multiply-adds per example.
 
     An example is one (user, item) pair scored. Multiply-adds: the dense ``(U, D) @ (D, I)``
     product of all users' scores, counted by :func:`recdistill.cost.count_macs` (D per pair),
     plus the model's sparse work, which the flop counter does not see (``sparse_macs()``:
     LightGCN's propagation, K * nnz(A_hat) * D for all users at once; 0 for MF), divided by
-    the U * I pairs; a cost with such a part is labelled ``macs_method="formula"``. Latency:
-    the median wall time of scoring all users: embeddings, the (U, I) product, masking and top-k.
+    the U * I pairs; a cost with such a part is labelled ``macs_method="formula"``.
     """
     assert isinstance(model, CfModel), type(model)
-    exclude = _exclusions(splits, "test")  # (U, I)
     user_emb, item_emb = model.embeddings()  # (U, D), (I, D)
     pairs, sparse = splits.n_users * splits.n_items, model.sparse_macs()
     macs = count_macs(lambda: user_emb @ item_emb.T, examples=pairs) + round(sparse / pairs)
-    latency = median_ms(lambda: metrics.topk_items(masked_scores(model, exclude), k),
-                        exclude.device, repeats)
     return Cost(params=n_params(model), macs_per_example=macs,
-                macs_method="formula" if sparse else "flop_counter", latency_ms=round(latency, 3),
-                latency_unit="all users", device=exclude.device.type)
+                macs_method="formula" if sparse else "flop_counter", device=splits.train.keys.device.type)
+
+
+def scoring_pass(model: nn.Module, splits: CfSplits, k: int) -> Callable[[], object]:
+    """One timed pass for :mod:`recdistill.latency`: score all users (embeddings, the (U, I)
+    product, masking of seen items) and take each user's top ``k``."""
+    exclude = _exclusions(splits, "test")  # (U, I)
+    return torch.no_grad()(lambda: metrics.topk_items(masked_scores(model, exclude), k))
+
+
+def load_cf_model(path: str | Path, splits: CfSplits, *, role: Role | None = None
+                  ) -> tuple[nn.Module, CheckpointMeta]:
+    """The trained model at ``path`` (a ``role`` arm; any arm for None) for ``splits``, on
+    their device, in eval mode; every failure is one :class:`CheckpointError` line naming the file."""
+    context = CfContext(splits.train, recorded_size(path, "embed_dim")[0])
+    module, meta = load_model(path, "cf", MODELS, context, role=role, shape=data_shape(splits),
+                              device=splits.train.keys.device)
+    return module, meta
 
 
 def load_cf_teacher(path: str | Path, splits: CfSplits) -> Teacher:
-    """The fixed final embeddings of the meta model at ``path`` (on the splits' device); every
-    failure is one :class:`CheckpointError` line naming the file."""
+    """The fixed final embeddings of the meta model at ``path`` (:func:`load_cf_model`)."""
     path = Path(path)
-    # its embed_dim sizes the model load_teacher builds, so the metadata is read first
-    _, meta = read_checkpoint(path)
-    embed_dim = meta.extra.get("embed_dim")
-    if not isinstance(embed_dim, int):
-        raise CheckpointError(f"checkpoint {path} records no extra.embed_dim, so it is not a cf "
-                              "meta model written by this code; retrain it (dvc repro)")
-    module, meta = load_teacher(path, "cf", MODELS, CfContext(splits.train, embed_dim),
-                                shape=data_shape(splits), device=splits.train.keys.device)
+    module, meta = load_cf_model(path, splits, role="teacher")
     assert isinstance(module, CfModel), type(module)
     with torch.no_grad():
         user_emb, item_emb = module.embeddings()  # (U, D), (I, D)
@@ -318,9 +322,9 @@ def run_cf(role: Role, p: Params, *, splits: CfSplits, seed: int, teacher: Teach
     log.info("%s: best epoch %d, %s", name, result.best_epoch,
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items()) if "hr@" not in k))
     record = ArmRecord(track="cf", model=ARM_NAMES[role], role=role, seed=seed, scenario=None,
-                       metrics=scores, cost=measure_cost(model, splits, max(ks)),
+                       metrics=scores, cost=measure_cost(model, splits),
                        epochs=result.epochs_run, best_epoch=result.best_epoch,
-                       seconds_per_epoch=round(result.seconds_per_epoch, 4), stopped=result.stopped)
+                       stopped=result.stopped)
     checkpoint = CheckpointMeta(track="cf", role=role, seed=seed, arch=arch.model_dump(mode="json"),
                                 shape=data_shape(splits),
                                 selection={k: v for k, v in scores.items() if k.startswith("valid/")},

@@ -6,8 +6,9 @@ an :class:`recdistill.arm.ArmResult`. Models are built by name from :data:`TEACH
 :class:`CtrContext` of data sizes. Every model trains on BCE of its logits (the distilled
 student's first phase on KD_DAGFM's loss) through ``recdistill.train.fit``, stopping early
 on ``valid/<evaluate.select.ctr>``; the best state is evaluated once on test. Cost:
-parameters, multiply-adds per example (:func:`recdistill.cost.count_macs`) and the median
-wall time of scoring 10,000 rows in one batch.
+parameters and multiply-adds per example (:func:`recdistill.cost.count_macs`); latency is
+the wall time of scoring 10,000 rows in one batch (:func:`scoring_pass`), timed for every
+model side by side by the ``ctr-latency`` stage (:mod:`recdistill.latency`).
 
 Shapes: B batch, N rows, Fc categorical fields, G genres.
 """
@@ -28,7 +29,7 @@ from torch import nn
 
 from recdistill import metrics
 from recdistill.arm import ArmRecord, ArmResult, CheckpointMeta, Cost, Role
-from recdistill.train.checkpoint import load_teacher, read_checkpoint
+from recdistill.train.checkpoint import load_model, recorded_size
 from recdistill.cost import count_macs, n_params
 from recdistill.data.ctr_features import CtrFeatures, CtrSplit
 from recdistill.models.cin import CIN, CinArch
@@ -36,13 +37,13 @@ from recdistill.models.crossnet import CrossNet, CrossNetArch
 from recdistill.models.dagfm import DAGFM, DagfmArch
 from recdistill.models.registry import Arch, Entry, Registry
 from recdistill.params import Optim, Params, ParamsError
-from recdistill.train import CheckpointError, FitResult, fit, median_ms, seed_everything
+from recdistill.train import FitResult, fit, seed_everything
 from recdistill.transfer.kd_dagfm import KdResult, kd_dagfm
 
 __all__ = ["CtrContext", "TEACHERS", "STUDENTS", "ARM_NAMES", "STAGES", "SELECTABLE", "Teacher",
            "architecture", "selection", "data_shape", "epoch_batches", "predict",
-           "evaluate", "train_bce", "LATENCY_ROWS", "latency_ms", "measure_cost", "load_ctr_teacher",
-           "distill_student", "run_ctr"]
+           "evaluate", "train_bce", "LATENCY_ROWS", "scoring_pass", "measure_cost", "load_ctr_model",
+           "load_ctr_teacher", "distill_student", "run_ctr"]
 
 log = logging.getLogger(__name__)
 ARM_NAMES: dict[Role, str] = {"teacher": "teacher", "student": "distilled", "alone": "alone"}  # metrics/, models/
@@ -166,39 +167,38 @@ def train_bce(model: nn.Module, features: CtrFeatures, optim: Optim, *, generato
                amp=p.runtime.amp)
 
 
-@torch.no_grad()
-def latency_ms(model: nn.Module, split: CtrSplit, repeats: int = 7) -> float:
-    """Median ms of scoring 10,000 rows of ``split`` in one batch, in eval mode (restored)."""
+def scoring_pass(model: nn.Module, split: CtrSplit) -> Callable[[], object]:
+    """One timed pass for :mod:`recdistill.latency`: score 10,000 rows of ``split`` in one
+    batch (``model`` must be in eval mode)."""
     index = torch.arange(LATENCY_ROWS, device=split.ids.device) % len(split)  # (10k,)
     ids, multi = split.ids[index], split.multi[index]  # (10k, Fc), (10k, G)
-    with _eval_mode(model):
-        return median_ms(lambda: model(ids, multi), ids.device, repeats)
+    return torch.no_grad()(lambda: model(ids, multi))
 
 
 def measure_cost(model: nn.Module, split: CtrSplit) -> Cost:
-    """Parameters, multiply-adds per example and the latency per 10k rows of ``model``."""
+    """Parameters and multiply-adds per example of ``model``."""
     ids, multi = split.ids[:MACS_ROWS], split.multi[:MACS_ROWS]  # (8, Fc), (8, G)
     with _eval_mode(model):
         macs = count_macs(lambda: model(ids, multi), examples=len(ids))
     return Cost(params=n_params(model), macs_per_example=macs, macs_method="flop_counter",
-                latency_ms=round(latency_ms(model, split), 3), latency_unit="per 10k rows",
                 device=split.ids.device.type)
 
 
-def load_ctr_teacher(path: str | Path, features: CtrFeatures) -> Teacher:
-    """The trained teacher at ``path`` for ``features`` (on their device); every failure is one
-    :class:`CheckpointError` line naming the file."""
-    path = Path(path)
-    # its embed_dim sizes the model load_teacher builds, so the metadata is read first
-    _, meta = read_checkpoint(path)
-    embed_dim = meta.extra.get("embed_dim")
-    if not isinstance(embed_dim, int):
-        raise CheckpointError(f"checkpoint {path} records no extra.embed_dim, so it is not a ctr "
-                              "teacher written by this code; retrain it (dvc repro)")
+def load_ctr_model(path: str | Path, features: CtrFeatures, *, role: Role | None = None
+                   ) -> tuple[nn.Module, CheckpointMeta]:
+    """The trained model at ``path`` (a ``role`` arm; any arm for None) for ``features``, on
+    their device, in eval mode; every failure is one :class:`CheckpointError` line naming the file."""
+    embed_dim, meta = recorded_size(path, "embed_dim")
     context = CtrContext(features.cardinalities, features.n_multi, embed_dim)
-    model, meta = load_teacher(path, "ctr", TEACHERS, context, shape=data_shape(features),
-                               device=features.train.ids.device)
-    return Teacher(model, meta, path)
+    registry = TEACHERS if meta.role == "teacher" else STUDENTS
+    return load_model(path, "ctr", registry, context, role=role, shape=data_shape(features),
+                      device=features.train.ids.device)
+
+
+def load_ctr_teacher(path: str | Path, features: CtrFeatures) -> Teacher:
+    """The trained teacher at ``path`` for ``features`` (:func:`load_ctr_model`)."""
+    model, meta = load_ctr_model(path, features, role="teacher")
+    return Teacher(model, meta, Path(path))
 
 
 def distill_student(student: nn.Module, teacher: nn.Module, features: CtrFeatures, p: Params, *,
@@ -267,7 +267,6 @@ def run_ctr(role: Role, p: Params, *, features: CtrFeatures, seed: int, teacher:
         history = [{**row, "step": row["epoch"]} for row in result.history]
     scores = {**evaluate(model, features.valid, "valid"), **evaluate(model, features.test, "test")}
     epochs = sum(r.epochs_run for r in results)
-    seconds = sum(r.seconds_per_epoch * r.epochs_run for r in results) / epochs
     log.info("ctr %s (%s) seed %d: %s", role, arch.name, seed,
              ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     test = features.test
@@ -277,7 +276,7 @@ def run_ctr(role: Role, p: Params, *, features: CtrFeatures, seed: int, teacher:
         "score": probs.numpy()})
     record = ArmRecord(track="ctr", model=ARM_NAMES[role], role=role, seed=seed, scenario=None,
                        metrics=scores, cost=measure_cost(model, test), epochs=epochs,
-                       best_epoch=best_epoch, seconds_per_epoch=round(seconds, 4), stopped=stopped)
+                       best_epoch=best_epoch, stopped=stopped)
     checkpoint = CheckpointMeta(track="ctr", role=role, seed=seed, arch=arch.model_dump(mode="json"),
                                 shape=data_shape(features),
                                 selection={k: v for k, v in scores.items() if k.startswith("valid/")},

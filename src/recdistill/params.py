@@ -113,6 +113,17 @@ Count = Annotated[int, Field(ge=1)]
 Fraction = Annotated[Number, Field(gt=0, lt=1)]
 
 
+def _threads(value: Any) -> Any:
+    """``runtime.threads``: ``auto`` or a count >= 0 (not a bool), checked before the union so
+    that an error names what is accepted and not one branch of it."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise PydanticCustomError("threads", "'auto' or an integer >= 0")
+
+
+Threads = Annotated[int | Literal["auto"], BeforeValidator(_threads)]
+
+
 def _list(value: Any) -> Any:
     """YAML gives lists; the params hold tuples (hashable, immutable)."""
     return tuple(value) if isinstance(value, list) else value
@@ -150,7 +161,7 @@ class PeriodicOptim(Optim):
 class RuntimeParams(Frozen):
     device: Literal["auto", "cpu", "cuda"]  # auto: cuda when available
     amp: Literal["none", "bf16", "fp16"]  # autocast dtype of the training forward on cuda; ignored on cpu
-    threads: Annotated[int, Field(ge=0)]  # torch CPU threads; 0 keeps torch's default
+    threads: Threads  # torch CPU threads; 0 keeps torch's default; auto: see recdistill.train.threads
 
 
 class TrackingParams(Frozen):
@@ -276,13 +287,18 @@ class CfDistillParams(Frozen):
 
 
 # ---------------------------------------------------------------- seq
+SeqLoss = Literal["bce", "ce"]  # SASRec's BCE with one sampled negative | softmax CE over all items
+
+
 class SeqTeacherParams(Frozen):
     model: ModelBlock
+    loss: SeqLoss
     optim: PeriodicOptim
 
 
 class SeqDistillParams(Frozen):
     student: PeriodicStudentParams
+    loss: SeqLoss  # the student's hard loss, distilled and alone alike
     temperature: Positive
     kd_weight: Annotated[Number, Field(ge=0, le=1)]
     candidates: Literal["all", "sampled"]  # items the soft targets cover at each position
@@ -316,11 +332,20 @@ class SelectParams(Frozen):
     seq: MetricName
 
 
+class BootstrapParams(Frozen):
+    """The paired bootstrap of each gain's main metric (:mod:`recdistill.report.bootstrap`)."""
+
+    resamples: Count  # draws of the test units with replacement
+    seed: Annotated[int, Field(ge=0)]
+    level: Fraction  # of the percentile interval, e.g. 0.95
+
+
 class EvaluateParams(Frozen):
     ks: Annotated[tuple[Count, ...], Seq, Field(min_length=1)]
     select: SelectParams
     sampled_negatives: Count  # the labelled sampled-ranking variant: sampled<n>_hr@k
     tolerance: Positive  # recomputed vs reported test metric
+    bootstrap: BootstrapParams
 
     @property
     def sampled_label(self) -> str:

@@ -25,18 +25,19 @@ def write_arm(result: ArmResult, out_dir: str | Path) -> None:
 
 
 def publish(result: ArmResult, run: StageRun, *, out_dir: str | Path, metrics: str | Path) -> None:
-    """A training stage's last step: write ``out_dir`` as a whole (the arm's outs and the MLflow
-    ``run.json``), then the metrics file, and log the record, cost and history to the run."""
+    """A training stage's last step: write ``out_dir`` as a whole (the arm's outs), then the
+    metrics file, and log the record, cost and history to the run. Nothing written here
+    depends on the clock or the run: a rerun that trains the same weights writes the same
+    bytes (the run finds its checkpoint by md5: :func:`recdistill.tracking.checkpoint_runs`)."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         write_arm(result, tmp)
-        run.write_run_json(tmp / "run.json")
     write_metrics(metrics, result.record)
     run.record_checkpoint(out_dir / "model.pt")
     cost = result.record.cost
     run.log_metrics({**result.record.metrics, "cost/params": cost.params,
-                     "cost/macs_per_example": cost.macs_per_example, "cost/latency_ms": cost.latency_ms})
+                     "cost/macs_per_example": cost.macs_per_example})
     run.set_tags({"architecture": str(result.checkpoint.arch.get("name", result.record.model)),
                   "stopped": result.record.stopped})
     run.log_dict(history_records(result.history), "history.json")

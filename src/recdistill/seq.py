@@ -35,20 +35,20 @@ import torch
 from torch import nn
 
 from recdistill.arm import ArmRecord, ArmResult, CheckpointMeta, Cost, Role
-from recdistill.train.checkpoint import load_teacher
+from recdistill.train.checkpoint import load_model, read_checkpoint
 from recdistill.cost import count_macs, n_params
 from recdistill.data.sequences import SeqBatch, SeqSplit, Split, history_mask, seq_batches
 from recdistill.metrics import hr_at_k, ndcg_at_k, topk_items
 from recdistill.models.registry import Arch, Entry, Registry
 from recdistill.models.sasrec import SASRec, SasrecArch
-from recdistill.params import Params, ParamsError, PeriodicOptim, SeqDistillParams
-from recdistill.train import FitResult, fit, median_ms, seed_everything
+from recdistill.params import Params, ParamsError, PeriodicOptim, SeqDistillParams, SeqLoss
+from recdistill.train import FitResult, fit, seed_everything
 from recdistill.train.device import Amp
-from recdistill.transfer.soft_targets import blend, next_item_bce, soft_target_kl
+from recdistill.transfer.soft_targets import blend, next_item_bce, next_item_ce, soft_target_kl
 
 __all__ = ["SeqContext", "SeqModel", "MODELS", "Arm", "ARMS", "Scorer", "SampledRanking", "Ranking",
            "TeacherTargets", "resolve_arch", "monitor", "seq_model", "rank",
-           "popularity_counts", "popularity_scorer", "teacher_targets", "train_model", "latency_ms",
+           "popularity_counts", "popularity_scorer", "teacher_targets", "train_model", "scoring_pass", "load_scorer",
            "run_seq"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # inputs (B, L) int64 -> scores (B, I + 1)
@@ -262,12 +262,12 @@ def _kd_scores(student: SeqModel, h: torch.Tensor, targets: TeacherTargets, rows
 
 
 def train_model(split: SeqSplit, arch: Arch, optim: PeriodicOptim, *, seed: int, device: torch.device,
-                name: str, ks: tuple[int, ...], monitor: str, teacher: SeqModel | None = None,
+                name: str, ks: tuple[int, ...], monitor: str, loss: SeqLoss, teacher: SeqModel | None = None,
                 kd: SeqDistillParams | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None, amp: Amp = "none"
                 ) -> tuple[nn.Module, FitResult]:
-    """Train the model of ``arch`` on its hard loss, plus the teacher's soft targets when one
-    is given. Validation ranks all items (HR/NDCG at ``ks``); training stops early on ``monitor``
+    """Train the model of ``arch`` on its hard ``loss`` (``bce``: one sampled negative per
+    position; ``ce``: softmax over every item), plus the teacher's soft targets when one is given. Validation ranks all items (HR/NDCG at ``ks``); training stops early on ``monitor``
     (one of them, e.g. ``valid/ndcg@10``). Returns the best state, in eval mode."""
     generator = seed_everything(seed, device)
     module = MODELS.build(arch, SeqContext(split.n_items, split.max_len)).to(device)
@@ -285,7 +285,10 @@ def train_model(split: SeqSplit, arch: Arch, optim: PeriodicOptim, *, seed: int,
         keep = batch.positives != 0  # (B, L')
         h = model(batch.inputs)[keep]  # (N, D)
         pos = batch.positives[keep]  # (N,)
-        hard = next_item_bce(model.pair_scores(h, pos), model.pair_scores(h, batch.negatives[keep]))
+        if loss == "ce":
+            hard = next_item_ce(model.logits(h), pos)  # (N, I + 1) scores
+        else:
+            hard = next_item_bce(model.pair_scores(h, pos), model.pair_scores(h, batch.negatives[keep]))
         if targets is None or kd is None or kd.kd_weight == 0:
             return hard
         s, t = _kd_scores(model, h, targets, batch.rows, keep, pos, kd, generator)  # (N, C), (N, C)
@@ -302,17 +305,29 @@ def train_model(split: SeqSplit, arch: Arch, optim: PeriodicOptim, *, seed: int,
     return module.eval(), result
 
 
-@torch.no_grad()
-def latency_ms(scorer: Scorer, split: SeqSplit, *, repeats: int = 5, batch_size: int = 512) -> float:
-    """Wall time (ms) to score every item for all users' test inputs: the median of
-    ``repeats`` timed passes after a warm-up."""
-    inputs, _ = split.inputs("test")
+def scoring_pass(scorer: Scorer, split: SeqSplit, *, batch_size: int = 512) -> Callable[[], object]:
+    """One timed pass for :mod:`recdistill.latency`: score every item for all users' test
+    inputs, ``batch_size`` users at a time."""
+    inputs, _ = split.inputs("test")  # (U, L)
 
+    @torch.no_grad()
     def score_all() -> None:
         for s in range(0, len(inputs), batch_size):
             scorer(inputs[s:s + batch_size])
 
-    return median_ms(score_all, inputs.device, repeats)
+    return score_all
+
+
+def load_scorer(path: str | Path, split: SeqSplit, device: torch.device) -> tuple[Scorer, CheckpointMeta]:
+    """The scorer of the trained arm at ``path`` (most popular: its stored counts) for
+    ``split``; every failure is one :class:`recdistill.train.CheckpointError` line naming the file."""
+    state, meta = read_checkpoint(path, map_location=device)
+    if meta.arch.get("name") == "popular":
+        return popularity_scorer(state["counts"]), meta
+    context = SeqContext(split.n_items, split.max_len)
+    module, meta = load_model(path, "seq", MODELS, context, role=None, device=device,
+                              shape={"n_items": context.n_items, "max_len": context.max_len})
+    return seq_model(module).score_last, meta
 
 
 def _predictions(split: SeqSplit, top: Ranking) -> pd.DataFrame:
@@ -331,7 +346,7 @@ def run_seq(role: Role, p: Params, split: SeqSplit, *, arch: Arch | None, seed: 
     """Train (or count, for the baseline) the arm ``role`` of the seq track and evaluate it.
 
     ``arch``: :func:`resolve_arch` of ``role``; ``teacher_checkpoint``: the teacher's
-    ``model.pt`` (role ``student`` only), loaded through :func:`recdistill.train.checkpoint.load_teacher`.
+    ``model.pt`` (role ``student`` only), loaded through :func:`recdistill.train.checkpoint.load_model`.
     """
     context = SeqContext(split.n_items, split.max_len)
     shape = {"n_items": context.n_items, "max_len": context.max_len}
@@ -346,12 +361,14 @@ def run_seq(role: Role, p: Params, split: SeqSplit, *, arch: Arch | None, seed: 
         teacher = None
         if role == "student":
             assert teacher_checkpoint is not None, "the student needs its teacher's checkpoint"
-            module, meta = load_teacher(teacher_checkpoint, "seq", MODELS, context, shape=shape, device=device)
+            module, meta = load_model(teacher_checkpoint, "seq", MODELS, context, role="teacher", shape=shape,
+                                      device=device)
             teacher = seq_model(module)
             extra["teacher"] = {"path": str(teacher_checkpoint), "arch": meta.arch, "seed": meta.seed}
         optim = p.train.seq.optim if role == "teacher" else p.distill.seq.student.optim
+        loss = p.train.seq.loss if role == "teacher" else p.distill.seq.loss
         trained, fitted = train_model(split, arch, optim, seed=seed, device=device, name=f"seq-{role}@{seed}",
-                                      ks=tuple(p.evaluate.ks), monitor=monitor(p), teacher=teacher,
+                                      ks=tuple(p.evaluate.ks), monitor=monitor(p), loss=loss, teacher=teacher,
                                       kd=p.distill.seq if teacher else None, on_epoch=on_epoch,
                                       amp=p.runtime.amp)
         scorer, state = seq_model(trained).score_last, trained.state_dict()
@@ -364,10 +381,8 @@ def run_seq(role: Role, p: Params, split: SeqSplit, *, arch: Arch | None, seed: 
         metrics.update({f"{which}/{k}": v for k, v in rankings[which].metrics.items()})
     record = ArmRecord(
         track="seq", model=ARMS[role].model, role=role, seed=seed, scenario=None, metrics=metrics,
-        cost=Cost(params=size, macs_per_example=macs, macs_method=method, latency_ms=latency_ms(scorer, split),
-                  latency_unit="all users", device=device.type),
+        cost=Cost(params=size, macs_per_example=macs, macs_method=method, device=device.type),
         epochs=fitted.epochs_run if fitted else 0, best_epoch=fitted.best_epoch if fitted else 0,
-        seconds_per_epoch=fitted.seconds_per_epoch if fitted else 0.0,
         stopped=fitted.stopped if fitted else "not_trained")
     checkpoint = CheckpointMeta(
         track="seq", role=role, seed=seed, arch=arch.model_dump(mode="json") if arch else {"name": "popular"},

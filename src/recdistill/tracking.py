@@ -14,8 +14,13 @@ run ends FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any other e
 SIGKILLed process cannot end its run; the next run of the same stage and item from the same
 host, boot and pid namespace ends it KILLED once its process is gone.
 
-Store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db`` with artifacts
-under ``<repo>/mlartifacts`` (absolute, so ``dvc exp run --temp`` runs land in the same store).
+Store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<main>/mlflow.db`` with artifacts
+under ``<main>/mlartifacts``, where ``<main>`` is the main repository (:func:`store_root`), also
+for a stage that runs in the temporary copy of ``dvc exp run --temp`` or of a queued
+experiment, which DVC deletes when the experiment ends. What describes the code being run
+(source and git tags, data manifest, dataset input) comes from the checkout the stage runs
+in (:func:`repo_root`). An experiment's runs are tagged ``dvc.exp`` (its name) and
+``dvc.exp.baseline`` (the commit it started from), empty outside experiments.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +61,8 @@ from mlflow.utils.mlflow_tags import (  # noqa: E402
     MLFLOW_SOURCE_TYPE,
 )
 
-__all__ = ["StageRun", "stage_run", "repo_root", "tracking_uri", "flatten", "mlflow_key", "params_hash"]
+__all__ = ["StageRun", "stage_run", "repo_root", "store_root", "tracking_uri", "flatten", "mlflow_key", "params_hash",
+           "process_owner", "process_start"]
 
 log = logging.getLogger(__name__)
 MANIFEST = Path("data/canonical/manifest.json")
@@ -67,10 +73,13 @@ DATASET = "ml-100k"  # what every split is cut from; dataset inputs are named ml
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 SPLIT_HASH_LIMIT = 256 << 20  # bytes: a larger split is identified by the manifest hash instead
+EXPERIMENT_COPIES = Path(".dvc/tmp/exps")  # where DVC 3 puts the temporary copies of experiments
 
 
 def repo_root() -> Path:
-    """The repository root: the nearest parent holding dvc.yaml (falls back to the cwd)."""
+    """The checkout this process runs in: the nearest parent holding dvc.yaml (falls back to
+    the cwd). Inside an experiment's temporary copy this is the copy, whose code, params and
+    data are the ones being run."""
     here = Path.cwd().resolve()
     for candidate in (here, *here.parents):
         if (candidate / "dvc.yaml").is_file():
@@ -78,8 +87,27 @@ def repo_root() -> Path:
     return here
 
 
+def store_root() -> Path:
+    """The main repository, whose MLflow store and job registry this process uses.
+
+    ``dvc exp run --temp`` and queued experiments run the pipeline in a copy that DVC makes
+    under ``<main>/.dvc/tmp/exps/`` (``standalone/tmpXXXX`` for ``--temp``, ``tmpXXXX`` for the
+    queue; DVC 3's ``repo.tmp_dir`` / ``experiments.utils.EXEC_TMP_DIR``) and deletes
+    when the experiment ends, so anything kept under :func:`repo_root` there is lost. The
+    main repository is the one whose ``.dvc/tmp/exps`` holds the checkout; anywhere else it
+    is the checkout itself. The path decides, not ``DVC_ROOT``: DVC's queue points that at
+    the main repository, but a plain ``dvc repro`` passes an inherited ``DVC_ROOT`` through
+    unchanged (``stage.run.prepare_kwargs``), so it can name an unrelated repository.
+    """
+    here = repo_root()
+    for main in here.parents:
+        if here.is_relative_to(main / EXPERIMENT_COPIES):
+            return main
+    return here
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -198,6 +226,10 @@ def _experiment_id(client: MlflowClient, name: str, root: Path) -> str:
     return found.experiment_id
 
 
+def _commit(tags: dict[str, str]) -> str:
+    return tags.get(MLFLOW_GIT_COMMIT, "unknown") + ("-dirty" if tags.get(MLFLOW_GIT_DIRTY) == "true" else "")
+
+
 @dataclass
 class StageRun:
     """A live MLflow run with the logging helpers stages use."""
@@ -213,8 +245,7 @@ class StageRun:
     def commit(self) -> str:
         """The git commit the stage ran from, ``-dirty`` appended when tracked files differed
         from it (``unknown`` outside a git checkout): for reports, one string."""
-        commit = self.tags.get(MLFLOW_GIT_COMMIT, "unknown")
-        return commit + ("-dirty" if self.tags.get(MLFLOW_GIT_DIRTY) == "true" else "")
+        return _commit(self.tags)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics with ``step=epoch`` (keys through :func:`mlflow_key`)."""
@@ -254,17 +285,10 @@ class StageRun:
             self.log_artifact(path)
 
     def record_checkpoint(self, path: str | Path) -> None:
-        """Record where the (DVC-cached) checkpoint is and its md5; no second copy."""
+        """Record where the (DVC-cached) checkpoint is and its md5, no second copy: the md5
+        is how :func:`checkpoint_runs` finds the run that trained a checkpoint."""
         path = Path(path)
         self.set_tags({"checkpoint.path": str(path), "checkpoint.md5": file_digest(path, "md5")})
-
-    def write_run_json(self, path: str | Path, **extra: Any) -> None:
-        """The run record DVC caches with the checkpoint, so links survive cache restores:
-        the run's ids and tags, and ``git.commit`` (:attr:`commit`), the key that run.json
-        files written before the MLflow source tags carry too."""
-        write_json(path, {"run_id": self.run_id, "experiment_id": self.experiment_id,
-                          "run_name": self.name, "tracking_uri": tracking_uri(), **self.tags,
-                          "git.commit": self.commit, **extra})
 
 
 @contextlib.contextmanager
@@ -339,7 +363,7 @@ class _Interrupts:
                 self._raise(signum)
 
 
-def _process_owner() -> str | None:
+def process_owner() -> str | None:
     """Where a pid names one process: host, boot and pid namespace (None off Linux)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
@@ -349,7 +373,7 @@ def _process_owner() -> str | None:
     return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
-def _start_time(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """When process ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), so
     that a reused pid is told apart; None when there is no such process."""
     try:
@@ -368,7 +392,7 @@ def _end_orphans(client: MlflowClient, experiment_id: str, name: str, owner: str
             tags = run.data.tags
             if run.info.run_name != name or tags.get("process.owner") != owner or "pid" not in tags:
                 continue
-            if not tags["pid"].isdigit() or _start_time(int(tags["pid"])) != tags.get("pid.start"):
+            if not tags["pid"].isdigit() or process_start(int(tags["pid"])) != tags.get("pid.start"):
                 client.set_tag(run.info.run_id, "ended_by", "the next run found its process gone")
                 client.set_terminated(run.info.run_id, status="KILLED")
                 log.warning("mlflow run %s (%s) was left RUNNING by process %s, which is gone: "
@@ -404,12 +428,12 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
     mlflow.set_tracking_uri(uri)
     with _store_lock(uri):
         client = MlflowClient()
-        experiment_id = _experiment_id(client, experiment, root)
-        name, owner = (f"{stage}@{item}" if item else stage), _process_owner()
+        experiment_id = _experiment_id(client, experiment, store_root())
+        name, owner = (f"{stage}@{item}" if item else stage), process_owner()
         if owner is not None:
             _end_orphans(client, experiment_id, name, owner)
     pid = os.getpid()
-    process = {"pid": str(pid), "pid.start": _start_time(pid) or "", "process.owner": owner or ""}
+    process = {"pid": str(pid), "pid.start": process_start(pid) or "", "process.owner": owner or ""}
     if seed is None and item.isdigit():
         seed = item
     manifest = _manifest_hash(root)
@@ -417,6 +441,7 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
             **({"seed": str(seed)} if seed is not None else {}),
             MLFLOW_SOURCE_NAME: _source_name(root), MLFLOW_SOURCE_TYPE: "LOCAL", **_git_tags(root),
             "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+            "dvc.exp.baseline": os.environ.get("DVC_EXP_BASELINE_REV", ""),
             "params.hash": params_hash(params), "data.manifest": manifest,
             "host": socket.gethostname(), **process}
     dataset = _dataset_input(root, track, role, data, manifest)
@@ -440,3 +465,31 @@ def stage_run(stage: str, item: str, *, track: str, role: str, params: dict[str,
         finally:
             with interrupts.held():
                 client.set_terminated(run.info.run_id, status=status)
+
+
+def checkpoint_runs(md5s: Collection[str], experiment: str) -> dict[str, dict[str, str]]:
+    """For each checkpoint md5, the latest FINISHED run of ``experiment`` that recorded it
+    (:meth:`StageRun.record_checkpoint`): its ids, name, git commit and params hash. The
+    link lives in the store, not in a file beside the checkpoint, so that the DVC outs of a
+    rerun that trains the same weights are the same bytes; a checkpoint whose run the store
+    does not hold (another machine's store, a deleted run) is left out.
+    """
+    client = MlflowClient(tracking_uri())
+    found = client.get_experiment_by_name(experiment)
+    wanted, links = set(md5s), {}
+    if found is None or not wanted:
+        return {}
+    token = None
+    while True:  # newest first: the first run seen for an md5 is its latest
+        page = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=1000, page_token=token)
+        for run in page:
+            md5 = run.data.tags.get("checkpoint.md5")
+            if md5 in wanted and md5 not in links:
+                tags = run.data.tags
+                links[md5] = {"run_id": run.info.run_id, "experiment_id": found.experiment_id,
+                              "run_name": run.info.run_name or "", "git.commit": _commit(tags),
+                              "params.hash": tags.get("params.hash", "")}
+        token = page.token
+        if not token or len(links) == len(wanted):
+            return links

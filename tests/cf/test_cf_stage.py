@@ -68,8 +68,7 @@ def test_teacher_then_student_and_alone_write_their_outs(workdir: Path) -> None:
                          *extra)
         assert done.returncode == 0, done.stderr[-3000:]
         out = workdir / "models" / model
-        assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet",
-                                                         "run.json"]
+        assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet"]
         _, meta = read_checkpoint(out / "model.pt")
         assert (meta.role, meta.arch["name"]) == (role, "lightgcn" if role == "teacher" else "mf")
         [record] = read_metrics(workdir / "metrics" / f"{model}.json")
@@ -83,8 +82,7 @@ def test_teacher_then_student_and_alone_write_their_outs(workdir: Path) -> None:
         selected = history[record.best_epoch - 1]["valid/ndcg@20"]
         assert selected == record.metrics["valid/ndcg@20"] == meta.selection["valid/ndcg@20"]
         assert selected == max(row["valid/ndcg@20"] for row in history if row["valid/ndcg@20"] is not None)
-        assert record.cost.params == (60 + 40) * 8 and record.cost.latency_unit == "all users"
-        assert json.loads((out / "run.json").read_text())["run_id"]
+        assert record.cost.params == (60 + 40) * 8 and record.cost.device == "cpu"
 
 
 def test_student_without_teacher_is_a_usage_error(workdir: Path) -> None:

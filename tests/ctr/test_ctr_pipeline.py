@@ -72,7 +72,7 @@ def test_cost_counts_hand_macs_and_keeps_the_mode(name: str, training: bool, ctr
     F = len(f.cardinalities) + 1
     assert cost.macs_per_example == hand_macs(name, F, D, f.n_multi, L, H)
     assert cost.params == sum(p.numel() for p in model.parameters())
-    assert (cost.macs_method, cost.latency_unit, cost.device) == ("flop_counter", "per 10k rows", "cpu")
+    assert (cost.macs_method, cost.device) == ("flop_counter", "cpu")
     assert model.training is training  # measuring restores the mode it found
 
 
@@ -110,8 +110,7 @@ def load_stage() -> ModuleType:
 
 def check_arm(out: Path, metrics: Path, model: str, role: str) -> dict[str, float]:
     """The arm's files are complete and its metrics file agrees with its predictions."""
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet",
-                                                     "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet"]
     [record] = read_metrics(metrics)
     assert (record.track, record.model, record.role, record.seed) == ("ctr", model, role, 0)
     assert set(record.metrics) == {"valid/auc", "valid/logloss", "test/auc", "test/logloss"}
@@ -188,9 +187,6 @@ def test_same_seed_same_metrics_bit_for_bit(ctr_features: CtrFeatures, small_par
     p = small_params()
     first = ctr.run_ctr("alone", p, features=ctr_features, seed=0)
     second = ctr.run_ctr("alone", p, features=ctr_features, seed=0)
-
-    def strip(history: list[dict[str, float]]) -> list[dict[str, float]]:
-        return [{k: v for k, v in row.items() if k != "train/seconds"} for row in history]
-    assert first.record.metrics == second.record.metrics and strip(first.history) == strip(second.history)
+    assert first.record == second.record and first.history == second.history  # no wall clock in either
     assert first.state.keys() == second.state.keys()
     assert all(torch.equal(first.state[k], second.state[k]) for k in first.state)

@@ -1,7 +1,7 @@
 """A small training stage built from the foundation pieces, for kill and NaN tests.
 
 It trains a biased matrix factorisation on the synthetic ratings with recdistill.train.fit,
-logs through tracking.stage_run, and writes OUT_DIR/{model.pt, history.json, run.json}
+logs through tracking.stage_run, and writes OUT_DIR/{model.pt, history.json}
 atomically plus a METRICS json, like a track stage. Hooks make faults land at a known moment:
 ``--progress FILE`` records "<pid> <epoch> <batch>" before each batch (and "<pid> writing"
 inside the atomic write), ``--batch-sleep`` slows batches, ``--write-pause`` holds the
@@ -118,7 +118,6 @@ def main() -> None:
                 if args.progress:
                     Path(args.progress).write_text(f"{os.getpid()} writing")
                 time.sleep(args.write_pause)
-            run.write_run_json(tmp / "run.json")
         write_json(args.metrics, {"model": NAME, "seed": args.seed, "best_epoch": result.best_epoch,
                                   "metrics": result.best, "epochs": result.epochs_run})
         run.record_checkpoint(args.out_dir / "model.pt")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from recdistill.transfer.soft_targets import blend, next_item_bce, soft_target_kl
+from recdistill.transfer.soft_targets import blend, next_item_bce, next_item_ce, soft_target_kl
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -46,3 +47,18 @@ def test_hard_loss_and_blend() -> None:
     got = next_item_bce(torch.tensor(pos), torch.tensor(neg))
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
     torch.testing.assert_close(blend(torch.tensor(2.0), torch.tensor(6.0), 0.25), torch.tensor(3.0))
+
+
+def test_next_item_ce_is_minus_log_softmax_over_items_without_padding() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 8))  # token 0 is padding: never in the softmax
+    positives = rng.integers(1, 8, 5)
+    items = logits[:, 1:]
+    log_softmax = items - np.log(np.exp(items).sum(axis=1, keepdims=True))
+    expected = -log_softmax[np.arange(5), positives - 1].mean()
+    got = next_item_ce(torch.tensor(logits, dtype=torch.float64), torch.tensor(positives))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    shifted = torch.tensor(logits).clone()
+    shifted[:, 0] = 1e6  # a huge padding score changes nothing
+    assert next_item_ce(shifted, torch.tensor(positives)).item() == pytest.approx(expected, rel=1e-12)
+

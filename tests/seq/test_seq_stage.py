@@ -118,16 +118,15 @@ def arms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ArmR
 @pytest.mark.parametrize("role", list(ARMS))
 def test_every_role_writes_its_arm(arms: dict[str, tuple[Path, ArmRecord]], role: str) -> None:
     out, record = arms[role]
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "model.pt", "predictions.parquet"]
     assert (record.track, record.model, record.role, record.seed) == ("seq", ARMS[role], role, 1)
     metrics = {f"{split}/{prefix}{m}@{k}" for split in ("valid", "test") for prefix in ("", "sampled5_")
                for m in ("hr", "ndcg") for k in (10, 20)}
     assert set(record.metrics) == metrics
-    assert record.cost.latency_unit == "all users" and record.cost.device == "cpu"
+    assert record.cost.device == "cpu"
     _, meta = read_checkpoint(out / "model.pt")
     assert (meta.track, meta.role, meta.seed) == ("seq", role, 1)
     assert meta.shape == {"n_items": N_ITEMS, "max_len": MAX_LEN}
-    assert json.loads((out / "run.json").read_text())["stage"] == seq.ARMS[role].stage  # type: ignore[index]
 
 
 @pytest.mark.parametrize("role", list(ARMS))

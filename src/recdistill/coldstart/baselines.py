@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -32,7 +31,6 @@ from recdistill.arm import ArmRecord, ArmSet, Cost
 from recdistill.coldstart import RATING_RANGE
 from recdistill.data.attributes import AttributeMatrix, item_attributes, user_attributes
 from recdistill.params import BaselineParams, Scenario
-from recdistill.train import median_ms
 
 __all__ = ["Biases", "fit_biases", "attribute_residuals", "run_baselines", "ITEM_GROUP_FIELDS"]
 
@@ -126,7 +124,6 @@ def run_baselines(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
         "attribute-residual": (lambda uu, ii: b.mu + attr_user[uu] + attr_item[ii],
                                1 + n_users + n_items + n_group_values),
     }
-    cpu = torch.device("cpu")
     arms: dict[str, ArmRecord] = {}
     frames = []
     for name, (predict, fitted) in predictors.items():
@@ -136,11 +133,9 @@ def run_baselines(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
             target = torch.as_tensor(df["rating"].to_numpy(np.float64))  # (P,)
             scores[f"{split}/rmse"], scores[f"{split}/mae"] = metrics.rmse(pred, target), metrics.mae(pred, target)
             preds[split] = pred.numpy().astype(np.float32)
-        latency = median_ms(partial(_predict, predict, test), cpu) * 10_000 / max(len(test), 1)
-        cost = Cost(params=fitted, macs_per_example=0, macs_method="formula", latency_ms=latency,
-                    latency_unit="per 10k rows", device=cpu.type)
+        cost = Cost(params=fitted, macs_per_example=0, macs_method="formula", device="cpu")
         arms[name] = ArmRecord(track="coldstart", model=name, role="baseline", seed=seed, scenario=scenario,
-                               metrics=scores, cost=cost, epochs=0, best_epoch=0, seconds_per_epoch=0.0,
+                               metrics=scores, cost=cost, epochs=0, best_epoch=0,
                                stopped="not_trained")
         frames.append(test[["user", "item", "rating"]].reset_index(drop=True).assign(
             model=name, prediction=preds["test"]))

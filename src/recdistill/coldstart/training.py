@@ -42,7 +42,7 @@ from recdistill.models.agnn import AGNN, AgnnArch
 from recdistill.models.multihot import MultiHot, SparseRowSum
 from recdistill.models.registry import Arch, Entry, Registry
 from recdistill.params import AgnnParams, ParamsError
-from recdistill.train import fit, median_ms, seed_everything
+from recdistill.train import fit, seed_everything
 from recdistill.train.device import Amp
 
 __all__ = ["ROLE", "SELECTABLE", "AgnnContext", "TEACHERS", "Ratings", "NeighborSampler",
@@ -219,13 +219,11 @@ def run_coldstart(graph: ScenarioGraph, train: pd.DataFrame, valid: pd.DataFrame
               "test/mae": metrics.mae(pred, te.ratings)}
     predictions = test[["user", "item", "rating"]].reset_index(drop=True).assign(
         prediction=pred.cpu().numpy().astype(np.float32))
-    latency = median_ms(lambda: evaluate(model, users, items, te), device)  # one pass over the test rows
     cost = Cost(params=n_params(model), macs_per_example=scoring_macs(model, users, items, te),
-                macs_method="formula", latency_ms=latency * 10_000 / max(len(te), 1),
-                latency_unit="per 10k rows", device=device.type)
+                macs_method="formula", device=device.type)
     record = ArmRecord(track="coldstart", model=ARMS[ROLE], role=ROLE, seed=seed, scenario=graph.scenario,
                        metrics=scores, cost=cost, epochs=fitted.epochs_run, best_epoch=fitted.best_epoch,
-                       seconds_per_epoch=fitted.seconds_per_epoch, stopped=fitted.stopped)
+                       stopped=fitted.stopped)
     checkpoint = CheckpointMeta(track="coldstart", role=ROLE, seed=seed, arch=arch.model_dump(),
                                 shape=graph_shape(graph), selection=fitted.best,
                                 best_epoch=fitted.best_epoch, extra={"scenario": graph.scenario})

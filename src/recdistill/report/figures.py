@@ -52,6 +52,14 @@ def learning_curves(track: str, runs: Sequence[Run], spec: TrackSpec) -> Figure:
     return fig
 
 
+def _params(m: ModelSummary) -> float:
+    return m.params
+
+
+def _latency_ms(m: ModelSummary) -> float:
+    return m.latency.median_ms if m.latency else 0.0
+
+
 def quality_vs_cost(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> Figure:
     """Main test metric (mean ± std) against parameters (top row) and latency (bottom row),
     one column per track with results."""
@@ -62,9 +70,9 @@ def quality_vs_cost(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> Figure:
     axes = fig.subplots(2, len(shown), squeeze=False)
     for j, (track, spec) in enumerate(shown.items()):
         models = [m for m in ev.tracks.get(track, []) if spec.main in m.metrics]
-        for i, (attr, label) in enumerate((("params", "parameters"), ("latency_ms", "latency ms"))):
+        for i, (label, x_of) in enumerate((("parameters", _params), ("latency ms", _latency_ms))):
             ax = axes[i][j]
-            points = [(getattr(m, attr), m) for m in models if getattr(m, attr)]
+            points = [(x, m) for m in models if (x := x_of(m))]
             if not points:
                 ax.text(0.5, 0.5, f"{track}: no results", ha="center", va="center",
                         transform=ax.transAxes)
@@ -77,7 +85,7 @@ def quality_vs_cost(ev: Evaluation, specs: Mapping[str, TrackSpec]) -> Figure:
                 ax.annotate(m.model, (x, mean), textcoords="offset points", xytext=(4, 4),
                             fontsize=7)
             units = {m.latency_unit for _, m in points if m.latency_unit}
-            unit = f" ({', '.join(sorted(units))})" if attr == "latency_ms" and units else ""
+            unit = f" ({', '.join(sorted(units))})" if x_of is _latency_ms and units else ""
             ax.set(xscale="log", xlabel=label + unit, ylabel=spec.main, title=track)
             ax.xaxis.set_minor_formatter(NullFormatter())  # narrow ranges crowd minor labels
             ax.margins(x=0.2, y=0.1)  # room for the labels

@@ -1,6 +1,5 @@
 """Reading what the training stages wrote: the metrics files (through the schema the stages
-write them with, :func:`recdistill.arm.read_metrics`), the per-epoch histories and the
-MLflow run links in ``run.json``."""
+write them with, :func:`recdistill.arm.read_metrics`), and the per-epoch histories."""
 
 from __future__ import annotations
 
@@ -122,12 +121,3 @@ def read_history(path: Path) -> list[dict[str, float]]:
         clean["epoch"] = clean.pop("step", clean.get("epoch", i + 1.0))
         rows.append(clean)
     return rows
-
-
-def read_run_link(path: Path) -> dict[str, str]:
-    """The MLflow run that produced a checkpoint, from its DVC-cached ``run.json``."""
-    raw = read_json(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("run_id"), str):
-        raise ReportError(f"{path}: expected a JSON object with a string 'run_id'")
-    keys = ("run_id", "experiment_id", "run_name", "git.commit", "params.hash", "tracking_uri")
-    return {k: str(raw[k]) for k in keys if k in raw}

@@ -37,9 +37,10 @@ def track_specs(ev: EvaluateParams) -> dict[str, TrackSpec]:
     are every cutoff in ``evaluate.ks``, seq's sampled variant labelled
     ``evaluate.sampled_label`` (``test/sampled100_hr@10``).
 
-    >>> from recdistill.params import SelectParams
+    >>> from recdistill.params import BootstrapParams, SelectParams
     >>> ev = EvaluateParams(ks=(5,), select=SelectParams(coldstart="rmse", ctr="logloss", cf="ndcg@5",
-    ...                     seq="hr@5"), sampled_negatives=50, tolerance=1e-4)
+    ...                     seq="hr@5"), sampled_negatives=50, tolerance=1e-4,
+    ...                     bootstrap=BootstrapParams(resamples=100, seed=0, level=0.9))
     >>> specs = track_specs(ev)
     >>> specs["ctr"].main, specs["ctr"].curve, specs["seq"].columns
     ('test/logloss', 'valid/logloss', ('test/hr@5', 'test/ndcg@5', 'test/sampled50_hr@5', 'test/sampled50_ndcg@5'))

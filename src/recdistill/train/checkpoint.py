@@ -1,7 +1,7 @@
 """Checkpoints: ``state_dict`` plus plain metadata, written atomically, loaded safely.
 
 :func:`read_checkpoint` validates an arm checkpoint's metadata (:class:`recdistill.arm.CheckpointMeta`)
-and :func:`load_teacher` is the one way every track loads its teacher. Loading uses
+and :func:`load_model` is the one way every track loads a trained model (its teacher). Loading uses
 ``weights_only=True``: a checkpoint pulled from an unvetted DVC remote that carries a
 pickled object is refused instead of executed.
 """
@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from recdistill.arm import CheckpointMeta, Track
+from recdistill.arm import CheckpointMeta, Role, Track
 from recdistill.errors import UserError
 from recdistill.io import atomic_path
 from recdistill.models.registry import Registry
 from recdistill.params import describe_error
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_teacher"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "recorded_size", "load_model"]
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -77,9 +77,22 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
 
 
 
-def load_teacher(path: str | Path, track: Track, registry: Registry[Any], context: Any, *,
-                 shape: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, CheckpointMeta]:
-    """The trained teacher of ``track`` from ``path``, built through ``registry``, in eval mode.
+def recorded_size(path: str | Path, key: str) -> tuple[int, CheckpointMeta]:
+    """The integer ``extra[key]`` of the checkpoint at ``path`` (a size the model is built
+    with, such as ``embed_dim``, read before the model is) and the checkpoint's metadata; a
+    :class:`CheckpointError` naming the file when it is missing."""
+    _, meta = read_checkpoint(path)
+    value = meta.extra.get(key)
+    if not isinstance(value, int):
+        raise CheckpointError(f"checkpoint {path} records no extra.{key}, so it is not a "
+                              f"{meta.track} model written by this code; retrain it (dvc repro)")
+    return value, meta
+
+
+def load_model(path: str | Path, track: Track, registry: Registry[Any], context: Any, *, role: Role | None,
+               shape: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, CheckpointMeta]:
+    """The trained model of ``track`` (a teacher, for ``role="teacher"``; any arm for None)
+    from ``path``, built through ``registry``, in eval mode.
 
     Every way it can fail is one :class:`CheckpointError` line naming the file: missing or
     unreadable, another track's or role's checkpoint, a model the registry does not know, or
@@ -87,8 +100,8 @@ def load_teacher(path: str | Path, track: Track, registry: Registry[Any], contex
     """
     shape = json.loads(json.dumps(shape))  # as stored: tuples become lists
     state, meta = read_checkpoint(path, map_location=device)
-    if (meta.track, meta.role) != (track, "teacher"):
-        raise CheckpointError(f"checkpoint {path} is a {meta.track} {meta.role}, not a {track} teacher")
+    if meta.track != track or role not in (None, meta.role):
+        raise CheckpointError(f"checkpoint {path} is a {meta.track} {meta.role}, not a {track} {role or 'model'}")
     if meta.shape != shape:
         differ = sorted(k for k in {*meta.shape, *shape} if meta.shape.get(k) != shape.get(k))
         raise CheckpointError(f"checkpoint {path} was trained on other data ({', '.join(differ)} differ: "

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from recdistill.params import RuntimeParams
+from recdistill.train.threads import share_cores
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ def configure_cpu(threads: int) -> None:
 
 def resolve_device(runtime: RuntimeParams) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error.
-    Also applies the CPU set-up (``configure_cpu``)."""
-    configure_cpu(runtime.threads)
+    Also applies the CPU set-up (``configure_cpu``): ``runtime.threads: auto`` on the CPU
+    shares the cores with the other stage processes running at once
+    (``recdistill.train.threads``); on CUDA it keeps torch's default."""
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device = 'cuda' but torch sees no CUDA device; "
                            "use 'auto' or 'cpu', or install a CUDA build of torch (README)")
@@ -67,6 +69,10 @@ def resolve_device(runtime: RuntimeParams) -> torch.device:
         device = torch.device("cpu")
     else:
         device = torch.device("cuda")
+    threads = runtime.threads
+    if threads == "auto":
+        threads = share_cores() if device.type == "cpu" else 0
+    configure_cpu(threads)
     log.info("device: %s (%s)", device, torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{torch.get_num_threads()} threads")
     return device

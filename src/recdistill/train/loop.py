@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from recdistill.errors import UserError
 from recdistill.train.device import Amp, autocast
+from recdistill.train.threads import rebalance as rebalance_threads
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "history_records"]
 
@@ -39,7 +40,8 @@ class FitResult:
     best: dict[str, float]  # validation metrics at the best epoch
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     epochs_run: int = 0
-    seconds_per_epoch: float = 0.0  # mean wall time of the training part of an epoch
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch's training part
+    seconds_per_epoch: float = 0.0  # their mean
     stopped: Literal["early_stopping", "epoch_cap"] = "epoch_cap"  # why training ended
 
 
@@ -96,13 +98,13 @@ def fit(
         raise ValueError(f"{name}: epochs, patience and eval_every must be >= 1")
     best_score: float | None = None
     result = FitResult(best_state={}, best_epoch=0, best={})
-    train_seconds: list[float] = []
     stale = 0
     device = next(model.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
     # the bar only on a terminal (disable=None): in a log file its frames would mix with the lines
     bar = tqdm(range(1, epochs + 1), desc=name, unit="epoch", disable=None if progress else True, leave=False)
     for epoch in bar:
+        rebalance_threads()  # runtime.threads: auto follows the jobs running now
         model.train()
         start = time.perf_counter()
         total, n_batches = 0.0, 0
@@ -120,9 +122,10 @@ def fit(
             scaler.update()
             total += value
             n_batches += 1
-        train_seconds.append(time.perf_counter() - start)
-        row: dict[str, float] = {"epoch": float(epoch), "train/loss": total / max(n_batches, 1),
-                                 "train/seconds": train_seconds[-1]}
+        result.epoch_seconds.append(time.perf_counter() - start)
+        # the history is a DVC out and must not change when a rerun takes longer: wall time
+        # goes to the per-epoch callback (MLflow) and FitResult only
+        row: dict[str, float] = {"epoch": float(epoch), "train/loss": total / max(n_batches, 1)}
         evaluate_now = epoch % eval_every == 0 or epoch == epochs
         if evaluate_now:
             model.eval()
@@ -146,9 +149,10 @@ def fit(
             bar.set_postfix({"loss": f"{row['train/loss']:.4f}", monitor: f"{score:.4f}"})
         result.history.append(row)
         if on_epoch is not None:
-            on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
-        log.info("%s epoch %d: %s", name, epoch,
-                 ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+            on_epoch(epoch, {**{k: v for k, v in row.items() if k != "epoch"},
+                             "train/seconds": result.epoch_seconds[-1]})
+        log.info("%s epoch %d: %s (%.2f s)", name, epoch,
+                 ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"), result.epoch_seconds[-1])
         if evaluate_now and stale >= patience:
             log.info("%s: early stop at epoch %d (best %s=%.5f at epoch %d)", name, epoch,
                      monitor, best_score, result.best_epoch)
@@ -157,7 +161,7 @@ def fit(
     bar.close()
     model.load_state_dict(result.best_state)
     result.epochs_run = len(result.history)
-    result.seconds_per_epoch = sum(train_seconds) / len(train_seconds)
+    result.seconds_per_epoch = sum(result.epoch_seconds) / len(result.epoch_seconds)
     return result
 
 
