@@ -11,6 +11,7 @@ Each case names the key path the error must mention. Run this file to print the 
 
 from __future__ import annotations
 
+import types
 import typing
 from collections import Counter
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def _wrong_types(tp: Any) -> list[Any]:
         return [12345, ["a", "list"], None]
     if origin is tuple:
         return ["not a list", 3, {"a": "mapping"}]
+    if origin in (typing.Union, types.UnionType):  # runtime.threads: an int or "auto"
+        return ["no-such-choice", 2.5, True, None, [1], -1]
     if tp is bool:
         return ["yes", 1, None]
     if tp is int:
