@@ -77,6 +77,7 @@ def main_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_threads: 
     (root / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(root)
     monkeypatch.setattr(threads, "cores", lambda: 4)
+    threads.release()  # a stage an earlier test ran in this process may have registered it elsewhere
     yield root
     threads.release()
 
